@@ -1,0 +1,69 @@
+//! Counters: every drop has a named reason, every decision an event, both per CPU.
+
+/// Packets and bytes, per service or per instance slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+macro_rules! named_index {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $label:literal,)* }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($(#[$vmeta])* $variant = $value,)* }
+
+        impl $name {
+            /// Every variant, in index order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// Number of slots the per-CPU array needs.
+            pub const COUNT: u32 = $name::ALL.len() as u32;
+            /// Stable snake_case name, used in metrics and CLI output.
+            pub const fn label(self) -> &'static str {
+                match self { $($name::$variant => $label,)* }
+            }
+        }
+    };
+}
+
+named_index! {
+    /// Why the dataplane dropped a packet. Index into the `DROPS` per-CPU array.
+    DropReason {
+        /// A header the verdict depends on runs past the end of the frame.
+        Truncated = 0 => "truncated",
+        /// The service has no instance with weight above zero at this headend.
+        NoInstance = 1 => "no_instance",
+        /// The chosen instance has an empty segment list (controller bug or race).
+        NoSegments = 2 => "no_segments",
+        /// `bpf_xdp_adjust_head` refused to grow the frame for the encapsulation.
+        NoHeadroom = 3 => "no_headroom",
+        /// The encapsulated packet is larger than the egress MTU.
+        FragNeeded = 4 => "frag_needed",
+        /// The FIB says the first segment is unreachable, blackholed or prohibited.
+        Unreachable = 5 => "unreachable",
+        /// The per-node configuration map is empty (agent not finished yet).
+        NotConfigured = 6 => "not_configured",
+    }
+}
+
+named_index! {
+    /// What the dataplane decided for a packet. Index into the `EVENTS` per-CPU array.
+    Event {
+        /// Not addressed to a service: passed to the stack untouched.
+        NotService = 0 => "not_service",
+        /// Service packet whose flow already had a live instance pin.
+        AffinityHit = 1 => "affinity_hit",
+        /// Service packet that started (or restarted after timeout) a flow.
+        AffinityMiss = 2 => "affinity_miss",
+        /// Encapsulated and redirected out of the interface the FIB chose.
+        Redirected = 3 => "redirected",
+        /// Encapsulated and handed to the stack (neighbour unresolved, or local route).
+        EncapToStack = 4 => "encap_to_stack",
+        /// Hop limit or TTL would expire here: passed to the stack to send ICMP.
+        HopLimitToStack = 5 => "hop_limit_to_stack",
+        /// Encapsulated and sent back out of the receiving interface.
+        Transmitted = 6 => "transmitted",
+    }
+}

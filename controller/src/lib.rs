@@ -1,0 +1,4 @@
+//! cats controller and node agent.
+
+pub mod netns;
+pub mod state;

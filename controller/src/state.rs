@@ -1,0 +1,125 @@
+//! Desired state of one node: plain, serialisable data.
+//!
+//! The controller computes one [`NodeState`] per node from intent, topology and metrics; the
+//! node agent reconciles its kernel to it. Nothing here refers to kernel objects by handle, so
+//! the same value can travel through an in-process store or etcd.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Serialize};
+
+/// Everything one node must hold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub node: String,
+    /// Increases with every compile; lets an agent tell a new state from a replay.
+    pub generation: u64,
+    /// Addresses cats owns on this node (the router address on `lo`, link addresses).
+    pub addresses: Vec<InterfaceAddress>,
+    /// Underlay routes (empty when the topology says the underlay is external).
+    pub routes: Vec<UnderlayRoute>,
+    /// Local SIDs and the SRv6 behaviour each one runs.
+    pub sids: Vec<LocalSid>,
+    /// Headend state, for nodes that steer service traffic.
+    pub headend: Option<HeadendState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InterfaceAddress {
+    pub interface: String,
+    pub address: IpNetwork,
+}
+
+/// A plain route: `ip route add DESTINATION via VIA dev INTERFACE proto cats`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnderlayRoute {
+    pub destination: IpNetwork,
+    pub via: IpAddr,
+    pub interface: String,
+}
+
+/// A local SID: `ip -6 route add SID/128 encap seg6local action BEHAVIOUR ... dev INTERFACE`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LocalSid {
+    pub sid: Ipv6Addr,
+    pub behavior: SidBehavior,
+    /// The device the route is attached to (`lo` for End/End.DT6, the instance link for DX).
+    pub interface: String,
+}
+
+/// SRv6 endpoint behaviours (RFC 8986) cats installs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "action")]
+pub enum SidBehavior {
+    /// Advance to the next segment.
+    End,
+    /// Decapsulate, forward the IPv6 payload to `nexthop`.
+    EndDx6 { nexthop: Ipv6Addr },
+    /// Decapsulate, forward the IPv4 payload to `nexthop`.
+    EndDx4 { nexthop: Ipv4Addr },
+    /// Decapsulate, look the IPv6 payload up in routing table `table`.
+    EndDt6 { table: u32 },
+}
+
+/// What the XDP headend of a node needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeadendState {
+    /// Interfaces the headend program is attached to (where service traffic enters).
+    pub interfaces: Vec<String>,
+    /// Outer IPv6 source address of encapsulated packets.
+    pub encap_source: Ipv6Addr,
+    pub services: Vec<ServiceState>,
+    /// Instance slots referenced by the services' weights.
+    pub instances: Vec<InstanceState>,
+}
+
+/// One service as this headend steers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub name: String,
+    /// Index of this service's lookup table and counters in the maps.
+    pub slot: u32,
+    pub cs_id: u16,
+    /// Which packets belong to the service.
+    pub matches: Vec<ServiceMatch>,
+    pub flow: FlowDefinition,
+    pub affinity_timeout_ms: u64,
+    /// Weight per instance slot; the agent turns these into a Maglev lookup table.
+    pub weights: Vec<InstanceWeight>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceMatch {
+    pub address: IpAddr,
+    /// 0 matches every protocol (and then `port` must be 0).
+    pub protocol: u8,
+    /// 0 matches every port.
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowDefinition {
+    #[default]
+    FiveTuple,
+    SourceAddress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceWeight {
+    pub slot: u32,
+    pub weight: u32,
+}
+
+/// One instance reachable from this headend, and the segment list that reaches it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub name: String,
+    pub slot: u32,
+    pub service: String,
+    pub cs_id: u16,
+    pub instance_id: u32,
+    /// In visiting order: first the SIDs to pass through, last the compute SID.
+    pub segments: Vec<Ipv6Addr>,
+}
