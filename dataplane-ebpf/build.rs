@@ -1,1 +1,6 @@
-fn main() {}
+//! Rebuild when bpf-linker changes: it is the linker of this crate, invisible to cargo otherwise.
+fn main() {
+    if let Ok(linker) = which::which("bpf-linker") {
+        println!("cargo:rerun-if-changed={}", linker.display());
+    }
+}

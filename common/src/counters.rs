@@ -45,6 +45,9 @@ named_index! {
         Unreachable = 5 => "unreachable",
         /// The per-node configuration map is empty (agent not finished yet).
         NotConfigured = 6 => "not_configured",
+        /// The service is matched by port, but the ports cannot be read (a fragment, or IPv6
+        /// extension headers before the transport header).
+        PortsUnreadable = 7 => "ports_unreadable",
     }
 }
 

@@ -39,8 +39,9 @@ pub const AFFINITY_TABLE_SIZE: u32 = 65536;
 /// Lookup-table value meaning "no instance".
 pub const NO_INSTANCE: u32 = u32::MAX;
 
-/// Matches packets to a service. Looked up with the packet's protocol and destination port
-/// first, then with both zero (a service that takes all traffic to its address).
+/// Matches packets to a service. Every service address has an `(address, 0, 0)` entry, so
+/// telling service traffic from the rest costs one lookup; when that entry says [`BY_PORT`],
+/// a second lookup with the packet's protocol and destination port picks the service.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceKey {
@@ -51,6 +52,10 @@ pub struct ServiceKey {
     pub proto: u8,
     pub _pad: u8,
 }
+
+/// `ServiceEntry::slot` of the `(address, 0, 0)` entry of an address whose services are all
+/// matched by port: the address is a service address, but protocol and port decide which.
+pub const BY_PORT: u32 = u32::MAX;
 
 /// What the headend needs to know about a service.
 #[repr(C)]

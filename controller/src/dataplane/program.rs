@@ -1,0 +1,201 @@
+//! Loading the XDP object, attaching it, and pinning what must outlive the daemon.
+//!
+//! With a pin directory, every map lives at `<pins>/maps/<NAME>` and every attachment at
+//! `<pins>/links/<interface>`. A restarted agent reopens the same maps (flow pins survive) and
+//! swaps the program behind each pinned link atomically, so traffic never stops.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use cats_common::maps::{
+    MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_INSTANCE_STATS, MAP_LOOKUP,
+    MAP_SERVICE_STATS, MAP_SERVICES, MAP_TARGETS, PROG_HEADEND, PROG_PASS,
+};
+use tracing::{debug, info};
+
+/// The XDP object built from dataplane-ebpf by build.rs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cats-dataplane"));
+
+/// Every map of the object, for pinning.
+pub const ALL_MAPS: [&str; 9] = [
+    MAP_CONFIG,
+    MAP_SERVICES,
+    MAP_LOOKUP,
+    MAP_TARGETS,
+    MAP_AFFINITY,
+    MAP_SERVICE_STATS,
+    MAP_INSTANCE_STATS,
+    MAP_DROPS,
+    MAP_EVENTS,
+];
+
+/// How an attachment came about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, now pinned.
+    New,
+    /// A pinned link from an earlier run, whose program was replaced atomically.
+    Replaced,
+}
+
+/// The loaded programs and maps of one node.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pins: Option<PathBuf>,
+}
+
+impl Dataplane {
+    /// Loads and verifies the programs. With `pins`, maps are created at (or reopened from)
+    /// `<pins>/maps`; without, they are private to this process (tests, benchmarks).
+    pub fn load(pins: Option<&Path>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        let map_paths: Vec<(&str, PathBuf)> = match pins {
+            Some(dir) => {
+                let maps = dir.join("maps");
+                std::fs::create_dir_all(&maps)
+                    .with_context(|| format!("creating pin directory {}", maps.display()))?;
+                std::fs::create_dir_all(dir.join("links"))?;
+                ALL_MAPS.iter().map(|m| (*m, maps.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).context("loading the cats XDP object")?;
+        for name in [PROG_HEADEND, PROG_PASS] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
+        }
+        Ok(Self { ebpf, pins: pins.map(Path::to_path_buf) })
+    }
+
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// One of the object's XDP programs, by name.
+    pub fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        Ok(self.ebpf.program_mut(name).with_context(|| format!("no program {name}"))?.try_into()?)
+    }
+
+    fn link_pin(&self, interface: &str) -> Option<PathBuf> {
+        self.pins.as_ref().map(|d| d.join("links").join(interface))
+    }
+
+    /// Attaches program `name` to `interface` of the calling thread's network namespace.
+    /// A link pinned by an earlier run is reused (program swapped atomically); otherwise a new
+    /// link is made and, with a pin directory, pinned so it outlives this process.
+    pub fn attach(&mut self, name: &str, interface: &str, mode: XdpMode) -> Result<Attached> {
+        let pin = self.link_pin(interface);
+        if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
+            match reuse_link(self.program(name)?, path) {
+                Ok(()) => {
+                    debug!(interface, "replaced program behind pinned link");
+                    return Ok(Attached::Replaced);
+                }
+                Err(e) => {
+                    // The interface was recreated (link defunct) or the pin is foreign.
+                    info!(interface, error = %format!("{e:#}"), "pinned link unusable, attaching anew");
+                    std::fs::remove_file(path).ok();
+                }
+            }
+        }
+        let prog = self.program(name)?;
+        let id = prog
+            .attach(interface, mode)
+            .with_context(|| format!("attaching {name} to {interface}"))?;
+        let link = prog.take_link(id)?;
+        match pin {
+            Some(path) => {
+                let fd: FdLink = link.try_into().with_context(|| {
+                    format!(
+                        "{interface}: kernel gave a netlink XDP attachment, which cannot be pinned"
+                    )
+                })?;
+                fd.pin(&path).with_context(|| format!("pinning link at {}", path.display()))?;
+            }
+            // Unpinned: the attachment lives as long as this process holds the link.
+            None => std::mem::forget(link),
+        }
+        Ok(Attached::New)
+    }
+
+    /// Removes pinned attachments for interfaces not in `keep` (detaching those programs).
+    pub fn detach_others(&self, keep: &[String]) -> Result<Vec<String>> {
+        let Some(dir) = self.pins.as_ref().map(|d| d.join("links")) else { return Ok(Vec::new()) };
+        let mut removed = Vec::new();
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name) {
+                std::fs::remove_file(entry.path())?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn reuse_link(prog: &mut Xdp, path: &Path) -> Result<()> {
+    let pinned = PinnedLink::from_pin(path)?;
+    let fd: FdLink = pinned.into();
+    let link = XdpLink::try_from(fd)?;
+    let id = prog.attach_to_link(link)?;
+    // The pin keeps the attachment; dropping our handle must not detach it.
+    let link = prog.take_link(id)?;
+    std::mem::forget(link);
+    Ok(())
+}
+
+/// Removes every pin of a node (maps and links): its programs detach and its maps go away.
+pub fn remove_pins(pins: &Path) -> Result<()> {
+    if pins.exists() {
+        std::fs::remove_dir_all(pins).with_context(|| format!("removing {}", pins.display()))?;
+    }
+    Ok(())
+}
+
+/// Ensures `dir` is on a bpffs, mounting one there if not.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if is_bpffs(dir)? {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc =
+        unsafe { libc::mount(c"bpf".as_ptr(), c.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        bail!("mounting bpffs at {}: {}", dir.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn is_bpffs(dir: &Path) -> Result<bool> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        bail!("statfs {}: {}", dir.display(), std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}

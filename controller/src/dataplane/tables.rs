@@ -1,0 +1,243 @@
+//! Writing a headend's desired state into the maps.
+//!
+//! Order matters because the program reads the maps while we write them: targets first (new
+//! instances become reachable), then lookup tables (flows may pick them), then service entries
+//! (traffic may match), and only then removal of what is no longer wanted. A packet therefore
+//! never meets a service whose table points at a missing target.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    net::IpAddr,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{Array, HashMap, MapData};
+use cats_common::{
+    flow::FlowDefinition as WireFlow,
+    maps::{
+        BY_PORT, HeadendConfig, InstanceTarget, LOOKUP_TABLE_SIZE, MAP_CONFIG, MAP_LOOKUP,
+        MAP_SERVICES, MAP_TARGETS, MAX_INSTANCES, MAX_SEGMENTS, MAX_SERVICES, ServiceEntry,
+        ServiceKey,
+    },
+};
+
+use super::{Dataplane, maglev};
+use crate::state::{FlowDefinition, HeadendState, ServiceState};
+
+/// Outer hop limit of encapsulated packets (what Linux uses for its own seg6 encap by default).
+pub const OUTER_HOP_LIMIT: u8 = 64;
+
+/// The map key form of an address: IPv6 as is, IPv4 IPv4-mapped.
+pub fn key_addr(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// What the service map must hold for `state`: one entry per match, plus the per-address
+/// entry that says "match by port" when an address's services are port-specific.
+pub fn service_entries(state: &HeadendState) -> Result<BTreeMap<KeyOrd, ServiceEntry>> {
+    let mut out = BTreeMap::new();
+    for svc in &state.services {
+        if svc.slot >= MAX_SERVICES {
+            bail!(
+                "service {} has slot {} but the headend holds {MAX_SERVICES}",
+                svc.name,
+                svc.slot
+            );
+        }
+        let entry = ServiceEntry {
+            slot: svc.slot,
+            cs_id: svc.cs_id,
+            flow_definition: match svc.flow {
+                FlowDefinition::FiveTuple => WireFlow::FiveTuple as u8,
+                FlowDefinition::SourceAddress => WireFlow::SourceAddress as u8,
+            },
+            _pad: 0,
+            affinity_timeout_ns: svc.affinity_timeout_ms.saturating_mul(1_000_000),
+        };
+        for m in &svc.matches {
+            let addr = key_addr(m.address);
+            out.insert(
+                KeyOrd(ServiceKey { addr, port: m.port, proto: m.protocol, _pad: 0 }),
+                entry,
+            );
+            if m.port != 0 || m.protocol != 0 {
+                let marker = ServiceEntry {
+                    slot: BY_PORT,
+                    cs_id: 0,
+                    flow_definition: 0,
+                    _pad: 0,
+                    affinity_timeout_ns: 0,
+                };
+                out.entry(KeyOrd(ServiceKey { addr, port: 0, proto: 0, _pad: 0 }))
+                    .or_insert(marker);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `ServiceKey` ordered by its bytes, so desired and current sets can be diffed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyOrd(pub ServiceKey);
+
+impl KeyOrd {
+    fn bytes(&self) -> ([u8; 16], u16, u8) {
+        (self.0.addr, self.0.port, self.0.proto)
+    }
+}
+impl PartialOrd for KeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for KeyOrd {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes().cmp(&other.bytes())
+    }
+}
+
+/// The map value for one instance: its segment list in SRH order.
+pub fn target(instance: &crate::state::InstanceState) -> Result<InstanceTarget> {
+    let n = instance.segments.len();
+    if n == 0 || n > MAX_SEGMENTS {
+        bail!("instance {} has {n} segments; the headend takes 1 to {MAX_SEGMENTS}", instance.name);
+    }
+    let mut segments = [[0u8; 16]; MAX_SEGMENTS];
+    // SRH order is reversed: the last SID to visit is entry 0.
+    for (i, sid) in instance.segments.iter().rev().enumerate() {
+        segments[i] = sid.octets();
+    }
+    Ok(InstanceTarget {
+        instance_id: instance.instance_id,
+        cs_id: instance.cs_id,
+        segment_count: n as u8,
+        _pad: 0,
+        segments,
+    })
+}
+
+/// The Maglev table of one service.
+pub fn lookup_table(state: &HeadendState, svc: &ServiceState) -> Vec<u32> {
+    let names: StdHashMap<u32, &str> =
+        state.instances.iter().map(|i| (i.slot, i.name.as_str())).collect();
+    let entries: Vec<maglev::Entry<'_>> = svc
+        .weights
+        .iter()
+        .map(|w| maglev::Entry {
+            identity: names.get(&w.slot).copied().unwrap_or("?"),
+            slot: w.slot,
+            weight: w.weight,
+        })
+        .collect();
+    maglev::build(&entries, LOOKUP_TABLE_SIZE)
+}
+
+/// What `apply` changed, for logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableChanges {
+    pub targets_written: usize,
+    pub targets_cleared: usize,
+    pub services_written: usize,
+    pub services_removed: usize,
+    pub lookup_slots_changed: usize,
+}
+
+impl Dataplane {
+    /// Brings the headend maps to `state`. Everything is validated before the first write, so a
+    /// state that cannot be applied leaves the maps as they were.
+    pub fn apply_headend(&mut self, state: &HeadendState) -> Result<TableChanges> {
+        // Validate and compute everything first.
+        let targets: Vec<(u32, InstanceTarget)> = state
+            .instances
+            .iter()
+            .map(|i| {
+                if i.slot >= MAX_INSTANCES {
+                    bail!(
+                        "instance {} has slot {} but the headend holds {MAX_INSTANCES}",
+                        i.name,
+                        i.slot
+                    );
+                }
+                Ok((i.slot, target(i)?))
+            })
+            .collect::<Result<_>>()?;
+        let services = service_entries(state)?;
+        let tables: Vec<(u32, Vec<u32>)> =
+            state.services.iter().map(|s| (s.slot, lookup_table(state, s))).collect();
+        let config = HeadendConfig {
+            encap_source: state.encap_source.octets(),
+            hop_limit: OUTER_HOP_LIMIT,
+            _pad: [0; 7],
+        };
+
+        let mut changes = TableChanges::default();
+        let ebpf = self.ebpf_mut();
+
+        let mut config_map: Array<&mut MapData, HeadendConfig> =
+            Array::try_from(ebpf.map_mut(MAP_CONFIG).context("no config map")?)?;
+        config_map.set(0, config, 0)?;
+
+        let mut target_map: Array<&mut MapData, InstanceTarget> =
+            Array::try_from(ebpf.map_mut(MAP_TARGETS).context("no targets map")?)?;
+        let wanted: BTreeSet<u32> = targets.iter().map(|(s, _)| *s).collect();
+        for (slot, t) in &targets {
+            if target_map.get(slot, 0)? != *t {
+                target_map.set(*slot, t, 0)?;
+                changes.targets_written += 1;
+            }
+        }
+
+        let mut lookup: Array<&mut MapData, u32> =
+            Array::try_from(ebpf.map_mut(MAP_LOOKUP).context("no lookup map")?)?;
+        for (slot, table) in &tables {
+            let base = slot * LOOKUP_TABLE_SIZE;
+            for (i, instance) in table.iter().enumerate() {
+                let index = base + i as u32;
+                if lookup.get(&index, 0)? != *instance {
+                    lookup.set(index, instance, 0)?;
+                    changes.lookup_slots_changed += 1;
+                }
+            }
+        }
+
+        let mut service_map: HashMap<&mut MapData, ServiceKey, ServiceEntry> =
+            HashMap::try_from(ebpf.map_mut(MAP_SERVICES).context("no services map")?)?;
+        for (key, entry) in &services {
+            if service_map.get(&key.0, 0).ok() != Some(*entry) {
+                service_map.insert(key.0, entry, 0)?;
+                changes.services_written += 1;
+            }
+        }
+        let stale: Vec<ServiceKey> = service_map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !services.contains_key(&KeyOrd(*k)))
+            .collect();
+        for key in stale {
+            service_map.remove(&key)?;
+            changes.services_removed += 1;
+        }
+
+        // Tables of services that are gone no longer matter (no entry points at them); clear
+        // targets that no service uses so stale flow pins re-pick.
+        let mut target_map: Array<&mut MapData, InstanceTarget> =
+            Array::try_from(ebpf.map_mut(MAP_TARGETS).context("no targets map")?)?;
+        let empty = InstanceTarget {
+            instance_id: 0,
+            cs_id: 0,
+            segment_count: 0,
+            _pad: 0,
+            segments: [[0; 16]; MAX_SEGMENTS],
+        };
+        for slot in 0..MAX_INSTANCES {
+            if !wanted.contains(&slot) && target_map.get(&slot, 0)?.segment_count != 0 {
+                target_map.set(slot, empty, 0)?;
+                changes.targets_cleared += 1;
+            }
+        }
+        Ok(changes)
+    }
+}

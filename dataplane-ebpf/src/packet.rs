@@ -1,0 +1,195 @@
+//! Bounds-checked access to the frame, and the classification of an incoming packet.
+
+use core::mem::size_of;
+
+use aya_ebpf::programs::XdpContext;
+use cats_common::{
+    counters::DropReason,
+    srh::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HLEN, IPV6_HLEN},
+};
+
+/// A pointer to a `T` at `offset` from the start of the frame, if the frame holds all of it.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, DropReason> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return Err(DropReason::Truncated);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// Reads a `T` at `offset`. The frame bytes may be unaligned.
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Result<T, DropReason> {
+    // SAFETY: ptr_at checked that the frame holds size_of::<T>() bytes at offset.
+    Ok(unsafe { core::ptr::read_unaligned(ptr_at::<T>(ctx, offset)?) })
+}
+
+/// IP version of the packet, from the Ethernet type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// What the headend needs from an IP packet before it knows whether it is service traffic.
+pub struct Packet {
+    pub family: Family,
+    /// Source and destination, IPv4 ones IPv4-mapped.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Transport protocol (IPv6: the first next header).
+    pub proto: u8,
+    /// Offset of the transport header when it directly follows the IP header and the packet is
+    /// not a fragment; `None` when the ports cannot be read from a fixed place.
+    pub l4_offset: Option<usize>,
+    /// Hop limit or TTL as received.
+    pub hop_limit: u8,
+    /// Length of the IP packet as its header declares it.
+    pub ip_len: usize,
+}
+
+/// Transport ports, host byte order.
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub src: u16,
+    pub dst: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EthHdr {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ether_type: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv6Hdr {
+    vtc_flow: [u8; 4],
+    payload_len: [u8; 2],
+    next_header: u8,
+    hop_limit: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Hdr {
+    version_ihl: u8,
+    tos: u8,
+    tot_len: [u8; 2],
+    id: [u8; 2],
+    frag_off: [u8; 2],
+    ttl: u8,
+    proto: u8,
+    check: [u8; 2],
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET_MASK: u16 = 0x1fff;
+
+/// IPv4-mapped IPv6 form (`::ffff:a.b.c.d`) of an IPv4 address, as the maps store it.
+#[inline(always)]
+pub fn mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// Parses Ethernet and IP. `Ok(None)` means "not IP": the headend passes it untouched.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Option<Packet>, DropReason> {
+    let eth: EthHdr = read(ctx, 0)?;
+    match u16::from_be_bytes(eth.ether_type) {
+        ETH_P_IPV6 => parse_v6(ctx).map(Some),
+        ETH_P_IP => parse_v4(ctx).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext) -> Result<Packet, DropReason> {
+    let ip: Ipv6Hdr = read(ctx, ETH_HLEN)?;
+    let proto = ip.next_header;
+    // Ports sit right after the fixed header only for TCP and UDP without extension headers.
+    let l4_offset = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => Some(ETH_HLEN + IPV6_HLEN),
+        _ => None,
+    };
+    Ok(Packet {
+        family: Family::V6,
+        src: ip.src,
+        dst: ip.dst,
+        proto,
+        l4_offset,
+        hop_limit: ip.hop_limit,
+        ip_len: IPV6_HLEN + u16::from_be_bytes(ip.payload_len) as usize,
+    })
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext) -> Result<Packet, DropReason> {
+    let ip: Ipv4Hdr = read(ctx, ETH_HLEN)?;
+    let ihl = ((ip.version_ihl & 0x0f) as usize) * 4;
+    if ihl < IPV4_MIN_HLEN {
+        return Err(DropReason::Truncated);
+    }
+    let frag = u16::from_be_bytes(ip.frag_off);
+    let fragment = frag & (IPV4_MF | IPV4_OFFSET_MASK) != 0;
+    let l4_offset = match ip.proto {
+        IPPROTO_TCP | IPPROTO_UDP if !fragment => Some(ETH_HLEN + ihl),
+        _ => None,
+    };
+    Ok(Packet {
+        family: Family::V4,
+        src: mapped(ip.src),
+        dst: mapped(ip.dst),
+        proto: ip.proto,
+        l4_offset,
+        hop_limit: ip.ttl,
+        ip_len: u16::from_be_bytes(ip.tot_len) as usize,
+    })
+}
+
+/// Reads the transport ports at `offset`.
+#[inline(always)]
+pub fn ports(ctx: &XdpContext, offset: usize) -> Result<Ports, DropReason> {
+    // Bound the variable IPv4 header length so the verifier sees a finite offset.
+    if offset > ETH_HLEN + 60 {
+        return Err(DropReason::Truncated);
+    }
+    let raw: [u8; 4] = read(ctx, offset)?;
+    Ok(Ports {
+        src: u16::from_be_bytes([raw[0], raw[1]]),
+        dst: u16::from_be_bytes([raw[2], raw[3]]),
+    })
+}
+
+/// Decrements the inner hop limit (or TTL, fixing the IPv4 checksum incrementally, RFC 1624),
+/// as any router forwarding the packet would.
+#[inline(always)]
+pub fn decrement_hop_limit(ctx: &XdpContext, family: Family) -> Result<(), DropReason> {
+    match family {
+        Family::V6 => {
+            let hl = ptr_at::<u8>(ctx, ETH_HLEN + 7)?;
+            // SAFETY: in bounds (ptr_at); frame memory is writable in XDP.
+            unsafe { *hl -= 1 };
+        }
+        Family::V4 => {
+            let ttl = ptr_at::<u8>(ctx, ETH_HLEN + 8)?;
+            let check = ptr_at::<[u8; 2]>(ctx, ETH_HLEN + 10)?;
+            // SAFETY: as above. TTL is the high byte of its 16-bit word, so the checksum
+            // grows by 0x0100 with end-around carry.
+            unsafe {
+                *ttl -= 1;
+                let sum = u16::from_be_bytes(*check) as u32 + 0x0100;
+                let sum = (sum & 0xffff) + (sum >> 16);
+                *check = (sum as u16).to_be_bytes();
+            }
+        }
+    }
+    Ok(())
+}
