@@ -1,0 +1,3 @@
+//! The node agent: brings one node to the state the controller computed for it.
+
+pub mod kernel;

@@ -1,0 +1,111 @@
+use std::path::Path;
+
+use super::*;
+use crate::intent;
+
+fn example() -> Intent {
+    intent::load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/smart-traffic/intent"),
+    )
+    .unwrap()
+}
+
+fn weight_of(c: &Compiled, instance: &str) -> u32 {
+    let he = c.nodes["gw"].headend.as_ref().unwrap();
+    let slot = he.instances.iter().find(|i| i.name == instance).unwrap().slot;
+    he.services[0].weights.iter().find(|w| w.slot == slot).unwrap().weight
+}
+
+#[test]
+fn example_steers_to_the_two_edges_and_keeps_the_cloud_idle() {
+    let c = compile(&example(), &Metrics::default(), 1).unwrap();
+    assert_eq!(weight_of(&c, "edge1-a"), 500);
+    assert_eq!(weight_of(&c, "edge2-a"), 500);
+    assert_eq!(weight_of(&c, "cloud-a"), 0);
+    let he = c.nodes["gw"].headend.as_ref().unwrap();
+    assert_eq!(he.encap_source.to_string(), "fc00:0:1::1");
+    assert_eq!(he.interfaces, ["cams"]);
+    let edge1 = he.instances.iter().find(|i| i.name == "edge1-a").unwrap();
+    // One segment: the compute SID of service 1, instance 1 on node 3 (End.DX6 function 0x4001).
+    assert_eq!(edge1.segments, ["fc00:0:3:4001::1".parse::<std::net::Ipv6Addr>().unwrap()]);
+    let svc = &he.services[0];
+    assert_eq!(svc.matches.len(), 2);
+    assert!(svc.matches.iter().all(|m| m.protocol == 17 && m.port == 7000));
+    assert_eq!(svc.affinity_timeout_ms, 30_000);
+}
+
+#[test]
+fn egress_nodes_get_dx_sids_and_every_node_end() {
+    let c = compile(&example(), &Metrics::default(), 1).unwrap();
+    let edge1 = &c.nodes["edge1"];
+    let text: Vec<String> =
+        edge1.sids.iter().map(|s| format!("{} {:?}", s.sid, s.behavior)).collect();
+    assert!(text.contains(&"fc00:0:3:1:: End".to_string()), "{text:?}");
+    assert!(
+        text.contains(&"fc00:0:3:4001::1 EndDx6 { nexthop: fd00:21::10 }".to_string()),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&"fc00:0:3:8001::1 EndDx4 { nexthop: 198.18.21.10 }".to_string()),
+        "{text:?}"
+    );
+    assert!(c.nodes["core"].headend.is_none());
+}
+
+#[test]
+fn underlay_routes_follow_the_shortest_path() {
+    let c = compile(&example(), &Metrics::default(), 1).unwrap();
+    let gw = &c.nodes["gw"];
+    // gw reaches everything through core over link 1 (gw is side a, core side b).
+    for r in &gw.routes {
+        assert_eq!(r.interface, "core", "{r:?}");
+    }
+    let to_cloud = gw.routes.iter().find(|r| r.destination.to_string() == "fd00:30::/64").unwrap();
+    assert_eq!(to_cloud.via.to_string(), "fdff:ca75:0:1::2");
+    let to_cloud4 =
+        gw.routes.iter().find(|r| r.destination.to_string() == "198.18.30.0/24").unwrap();
+    assert_eq!(to_cloud4.via.to_string(), "198.19.0.6");
+    // core reaches the client prefix back through gw.
+    let core_back = c.nodes["core"]
+        .routes
+        .iter()
+        .find(|r| r.destination.to_string() == "fd00:10::/64")
+        .unwrap();
+    assert_eq!(
+        (core_back.interface.as_str(), core_back.via.to_string()),
+        ("gw", "fdff:ca75:0:1::1".into())
+    );
+}
+
+#[test]
+fn declared_or_measured_load_moves_weight() {
+    let mut intent = example();
+    intent.services[0].instances[0].utilization = 0.85;
+    let c = compile(&intent, &Metrics::default(), 2).unwrap();
+    assert_eq!(weight_of(&c, "edge1-a"), 0);
+    assert_eq!(weight_of(&c, "edge2-a"), 1000);
+
+    let mut metrics = Metrics::default();
+    metrics.utilization.insert("edge1-a".into(), 0.8);
+    metrics.utilization.insert("edge2-a".into(), 0.8);
+    let c = compile(&example(), &metrics, 3).unwrap();
+    assert!(weight_of(&c, "cloud-a") > 900);
+}
+
+#[test]
+fn waypoints_prepend_end_sids() {
+    let mut intent = example();
+    intent.policies[0].via = vec!["core".into()];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    let he = c.nodes["gw"].headend.as_ref().unwrap();
+    let cloud = he.instances.iter().find(|i| i.name == "cloud-a").unwrap();
+    let segs: Vec<String> = cloud.segments.iter().map(ToString::to_string).collect();
+    assert_eq!(segs, ["fc00:0:2:1::", "fc00:0:5:4001::3"]);
+}
+
+#[test]
+fn compile_is_deterministic() {
+    let a = compile(&example(), &Metrics::default(), 7).unwrap();
+    let b = compile(&example(), &Metrics::default(), 7).unwrap();
+    assert_eq!(a, b);
+}
