@@ -2,7 +2,11 @@
 
 pub mod agent;
 pub mod compile;
+pub mod daemon;
 pub mod dataplane;
 pub mod intent;
+pub mod metrics_files;
 pub mod netns;
+pub mod paths;
 pub mod state;
+pub mod store;

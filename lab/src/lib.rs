@@ -1,4 +1,9 @@
 //! The emulated cats lab: nodes as network namespaces, links with one-way delay, compute
 //! instances with heterogeneous speed, and clients.
 
+pub mod client;
+pub mod gro;
+pub mod instance;
 pub mod netns;
+pub mod relay;
+pub mod wire;

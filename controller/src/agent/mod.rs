@@ -1,3 +1,4 @@
 //! The node agent: brings one node to the state the controller computed for it.
 
 pub mod kernel;
+pub mod node;

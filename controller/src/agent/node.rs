@@ -1,0 +1,118 @@
+//! One node's agent: a thread inside the node's network namespace that reconciles the kernel
+//! (addresses, routes, SIDs) and the XDP dataplane (maps, attachments) to the desired state.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use aya::programs::XdpMode;
+use cats_common::maps::PROG_HEADEND;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::kernel::Kernel;
+use crate::{dataplane::Dataplane, state::NodeState, store::Watch};
+
+/// How long to wait before retrying a state that failed to apply.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Where one agent runs and keeps its pins.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub node: String,
+    /// Network namespace file to enter; `None` for the current one (a real node).
+    pub netns: Option<PathBuf>,
+    /// Pin directory of this node's maps and links (must be on bpffs).
+    pub pins: PathBuf,
+}
+
+/// What an agent last did, for status output.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentStatus {
+    /// Generation of the last state applied completely.
+    pub applied_generation: Option<u64>,
+    pub attached: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+pub type SharedStatus = Arc<Mutex<AgentStatus>>;
+
+/// Starts the agent thread. It runs until the store's sender is dropped.
+pub fn spawn(config: AgentConfig, desired: Watch, status: SharedStatus) -> Result<JoinHandle<()>> {
+    let name = format!("agent:{}", config.node);
+    Ok(std::thread::Builder::new().name(name).spawn(move || {
+        if let Err(e) = run(&config, desired, &status) {
+            warn!(node = %config.node, error = %format!("{e:#}"), "agent stopped");
+            status.lock().expect("status lock").last_error = Some(format!("{e:#}"));
+        }
+    })?)
+}
+
+fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Result<()> {
+    if let Some(netns) = &config.netns {
+        crate::netns::enter(netns)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let kernel = Kernel::connect()?;
+        let mut dataplane = Dataplane::load(Some(&config.pins))
+            .with_context(|| format!("loading the dataplane of {}", config.node))?;
+        loop {
+            let state = desired.borrow_and_update().clone();
+            if let Some(state) = state {
+                match apply(&kernel, &mut dataplane, &state).await {
+                    Ok(attached) => {
+                        let mut s = status.lock().expect("status lock");
+                        s.applied_generation = Some(state.generation);
+                        s.attached = attached;
+                        s.last_error = None;
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        warn!(node = %config.node, error = %msg, "applying desired state failed; retrying");
+                        status.lock().expect("status lock").last_error = Some(msg);
+                        // Retry unless a newer state arrives first.
+                        match tokio::time::timeout(RETRY, desired.changed()).await {
+                            Ok(Err(_)) => return Ok(()),
+                            _ => continue,
+                        }
+                    }
+                }
+            }
+            if desired.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    })
+}
+
+/// Kernel first (the underlay and SIDs the encapsulated packets need), then the maps, then
+/// the attachments: a packet the headend steers always finds its way.
+async fn apply(
+    kernel: &Kernel,
+    dataplane: &mut Dataplane,
+    state: &NodeState,
+) -> Result<Vec<String>> {
+    let changes = kernel.apply(state).await?;
+    if !changes.is_empty() {
+        info!(node = %state.node, added = changes.added.len(), removed = changes.removed.len(), "kernel reconciled");
+    }
+    let mut attached = Vec::new();
+    if let Some(headend) = &state.headend {
+        let tables = dataplane.apply_headend(headend)?;
+        info!(node = %state.node, generation = state.generation, ?tables, "headend maps written");
+        for iface in &headend.interfaces {
+            let how = dataplane.attach(PROG_HEADEND, iface, XdpMode::default())?;
+            info!(node = %state.node, interface = %iface, ?how, "headend attached");
+            attached.push(iface.clone());
+        }
+    }
+    for gone in dataplane.detach_others(&attached)? {
+        info!(node = %state.node, interface = %gone, "headend detached");
+    }
+    Ok(attached)
+}

@@ -1,0 +1,190 @@
+//! The daemon: controller loop (watch intent and metrics, compile, publish) plus the agents of
+//! the nodes this process serves, joined by the embedded store.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tracing::{error, info};
+
+use crate::{
+    agent::node::{self, AgentConfig, AgentStatus, SharedStatus},
+    compile::{self, Compiled, Metrics, ServiceDecisions},
+    dataplane::program::ensure_bpffs,
+    intent::{self, Intent},
+    metrics_files, paths,
+    store::EmbeddedStore,
+};
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub intent_dir: PathBuf,
+    /// Nodes whose agent runs in this process; empty means every node of the intent.
+    pub nodes: Vec<String>,
+    /// Lab mode: node N lives in network namespace `<prefix>N`.
+    pub netns_prefix: Option<String>,
+    pub bpffs: PathBuf,
+    pub metrics_dir: Option<PathBuf>,
+    pub status_file: Option<PathBuf>,
+    pub poll: Duration,
+}
+
+/// What the daemon reports in its status file.
+#[derive(Serialize)]
+struct Status<'a> {
+    generation: u64,
+    /// The last intent load error, if the newest files are bad (the running state is the
+    /// previous good one).
+    intent_error: Option<&'a str>,
+    nodes: BTreeMap<&'a str, AgentStatus>,
+    decisions: &'a [ServiceDecisions],
+}
+
+/// Modification times and sizes of the intent files: a cheap change detector.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.modified().ok()?, m.len()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub async fn run(
+    config: DaemonConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mut intent = intent::load_dir(&config.intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut seen = fingerprint(&config.intent_dir);
+    ensure_bpffs(&config.bpffs)?;
+
+    let served: Vec<String> = if config.nodes.is_empty() {
+        intent.topology.nodes.iter().map(|n| n.name.clone()).collect()
+    } else {
+        for n in &config.nodes {
+            if intent.node(n).is_none() {
+                bail!("node {n} is not in the topology of {}", config.intent_dir.display());
+            }
+        }
+        config.nodes.clone()
+    };
+
+    let store = Arc::new(EmbeddedStore::default());
+    let mut statuses: BTreeMap<String, SharedStatus> = BTreeMap::new();
+    let mut metrics = Metrics::default();
+    if let Some(dir) = &config.metrics_dir {
+        metrics.utilization = metrics_files::read_utilization(dir);
+    }
+    let mut generation = 1;
+    let mut compiled = compile::compile(&intent, &metrics, generation)?;
+    publish(&store, &compiled, &served);
+
+    for node in &served {
+        let scope = config.netns_prefix.as_deref().unwrap_or("");
+        let agent = AgentConfig {
+            node: node.clone(),
+            netns: paths::node_netns(config.netns_prefix.as_deref(), node),
+            pins: paths::node_pins(&config.bpffs, scope, node),
+        };
+        let status: SharedStatus = Arc::new(Mutex::new(AgentStatus::default()));
+        node::spawn(agent, store.watch(node), status.clone())?;
+        statuses.insert(node.clone(), status);
+    }
+    info!(nodes = ?served, generation, "controller started");
+
+    let mut intent_error: Option<String> = None;
+    let mut ticker = tokio::time::interval(config.poll);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ticker.tick() => {}
+        }
+        let mut recompile = false;
+        let now_seen = fingerprint(&config.intent_dir);
+        if now_seen != seen {
+            seen = now_seen;
+            match intent::load_dir(&config.intent_dir) {
+                Ok(new) => {
+                    info!("intent changed; recompiling");
+                    intent = new;
+                    intent_error = None;
+                    recompile = true;
+                }
+                Err(e) => {
+                    // Nothing is applied: the running state stays the last good one.
+                    error!("intent rejected, running state unchanged:\n{e}");
+                    intent_error = Some(e.to_string());
+                }
+            }
+        }
+        if let Some(dir) = &config.metrics_dir {
+            let fresh = metrics_files::read_utilization(dir);
+            if metrics_files::changed_enough(&metrics.utilization, &fresh) {
+                info!(?fresh, "compute metrics changed; recompiling");
+                metrics.utilization = fresh;
+                recompile = true;
+            }
+        }
+        if recompile {
+            match compile::compile(&intent, &metrics, generation + 1) {
+                Ok(c) => {
+                    generation += 1;
+                    compiled = c;
+                    publish(&store, &compiled, &served);
+                }
+                Err(e) => {
+                    error!("compile failed, running state unchanged: {e}");
+                    intent_error = Some(e.to_string());
+                }
+            }
+        }
+        if let Some(path) = &config.status_file {
+            write_status(path, generation, intent_error.as_deref(), &statuses, &compiled)?;
+        }
+    }
+    info!("controller stopping; pinned programs and maps keep forwarding");
+    Ok(())
+}
+
+fn publish(store: &EmbeddedStore, compiled: &Compiled, served: &[String]) {
+    for node in served {
+        if let Some(state) = compiled.nodes.get(node) {
+            store.publish(state.clone());
+        }
+    }
+}
+
+fn write_status(
+    path: &Path,
+    generation: u64,
+    intent_error: Option<&str>,
+    statuses: &BTreeMap<String, SharedStatus>,
+    compiled: &Compiled,
+) -> Result<()> {
+    let nodes = statuses
+        .iter()
+        .map(|(n, s)| (n.as_str(), s.lock().expect("status lock").clone()))
+        .collect();
+    let status = Status { generation, intent_error, nodes, decisions: &compiled.decisions };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&status)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Loads and validates an intent directory without touching anything.
+pub fn validate(dir: &Path) -> Result<Intent> {
+    intent::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))
+}

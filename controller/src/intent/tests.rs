@@ -1,0 +1,945 @@
+//! End-to-end tests: YAML text in, intent or located errors out.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::state::FlowDefinition;
+
+// Line numbers in the tests below count lines of these fixtures; keep them in sync.
+const NETWORK: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: Topology
+metadata:
+  name: lab
+spec:
+  srBlock: fc00::/32
+  nodes:
+    - name: gw
+      index: 1
+      roles: [ingress]
+      prefixes: [fd00:10::/64]
+      headendInterfaces: [cams]
+    - name: core
+      index: 2
+      roles: [transit]
+    - name: edge
+      index: 3
+      roles: [egress]
+      prefixes: [fd00:21::/64, 198.18.21.0/24]
+  links:
+    - a: gw
+      b: core
+      latencyMs: 1
+    - a: core
+      b: edge
+      latencyMs: 2.5
+      bInterface: eth1
+";
+
+const SERVICES: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: ComputeService
+metadata:
+  name: web
+spec:
+  csId: 7
+  addresses: [2001:db8::1]
+  requestCost: 1
+  instances:
+    - name: web-1
+      id: 1
+      node: edge
+      address: fd00:21::1
+      tops: 10
+---
+apiVersion: cats.dev/v1alpha1
+kind: ComputeService
+metadata:
+  name: dns
+spec:
+  csId: 8
+  addresses: [198.51.100.53]
+  ports: [{protocol: udp, port: 53}, {protocol: tcp, port: 53}]
+  requestCost: 0.001
+  instances:
+    - name: dns-1
+      id: 1
+      node: edge
+      address4: 198.18.21.53
+      tops: 1
+      utilization: 0.25
+";
+
+const POLICY: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: SteeringPolicy
+metadata:
+  name: web
+spec:
+  service: web
+  objective: min-latency
+  via: [core]
+";
+
+fn sources(network: &str, services: &str, policy: &str) -> Vec<(PathBuf, String)> {
+    vec![
+        (PathBuf::from("network.yaml"), network.to_owned()),
+        (PathBuf::from("services.yaml"), services.to_owned()),
+        (PathBuf::from("policy.yaml"), policy.to_owned()),
+    ]
+}
+
+/// `text` with the only occurrence of `from` replaced.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+fn fail(sources: &[(PathBuf, String)]) -> Vec<IntentError> {
+    match parse_documents(sources) {
+        Ok(intent) => panic!("expected errors, got {intent:#?}"),
+        Err(IntentErrors(errors)) => {
+            assert!(!errors.is_empty());
+            errors
+        }
+    }
+}
+
+/// Asserts there is exactly one error, at this place, and that its message contains `message`.
+fn assert_only(
+    errors: &[IntentError],
+    file: &str,
+    line: usize,
+    column: usize,
+    field: &str,
+    message: &str,
+) {
+    assert_eq!(errors.len(), 1, "expected one error, got:\n{}", render(errors));
+    assert_at(&errors[0], file, line, column, field, message);
+}
+
+fn assert_at(
+    error: &IntentError,
+    file: &str,
+    line: usize,
+    column: usize,
+    field: &str,
+    message: &str,
+) {
+    assert_eq!(
+        (error.file.as_path(), error.line, error.column, error.field.as_str()),
+        (Path::new(file), line, column, field),
+        "{error}"
+    );
+    assert!(error.message.contains(message), "{error}\ndoes not contain {message:?}");
+}
+
+fn render(errors: &[IntentError]) -> String {
+    IntentErrors(errors.to_vec()).to_string()
+}
+
+#[test]
+fn fixture_is_valid_and_defaults_apply() {
+    let intent = parse_documents(&sources(NETWORK, SERVICES, POLICY)).unwrap();
+    let topology = &intent.topology;
+    assert_eq!(topology.name, "lab");
+    assert_eq!(topology.sr_block, "fc00::/32".parse().unwrap());
+    assert_eq!(topology.underlay, Underlay::Static);
+    assert_eq!(topology.nodes.len(), 3);
+    assert_eq!(topology.nodes[1].headend_interfaces, Vec::<String>::new());
+    assert_eq!(topology.nodes[1].prefixes, Vec::new());
+    assert_eq!(
+        topology.links[0],
+        Link {
+            a: "gw".into(),
+            b: "core".into(),
+            latency_ms: 1.0,
+            a_interface: "core".into(),
+            b_interface: "gw".into(),
+        }
+    );
+    assert_eq!(topology.links[1].latency_ms, 2.5);
+    assert_eq!(topology.links[1].a_interface, "edge");
+    assert_eq!(topology.links[1].b_interface, "eth1");
+
+    assert_eq!(intent.services.len(), 2);
+    let web = intent.service("web").unwrap();
+    assert_eq!(web.ports, Vec::new());
+    assert_eq!(web.request_cost, 1.0);
+    assert_eq!(web.instances[0].address4, None);
+    assert_eq!(web.instances[0].utilization, 0.0);
+    let dns = intent.service("dns").unwrap();
+    assert_eq!(
+        dns.ports,
+        vec![
+            PortMatch { protocol: Protocol::Udp, port: 53 },
+            PortMatch { protocol: Protocol::Tcp, port: 53 },
+        ]
+    );
+    assert_eq!(dns.instances[0].utilization, 0.25);
+    assert_eq!(dns.instances[0].address4, Some(Ipv4Addr::new(198, 18, 21, 53)));
+    assert_eq!(dns.instances[0].address, None);
+
+    let policy = intent.policy_for("web").unwrap();
+    assert_eq!(
+        policy,
+        &SteeringPolicy {
+            name: "web".into(),
+            service: "web".into(),
+            objective: Objective::MinLatency,
+            max_latency_ms: None,
+            slack: 0.5,
+            ingress: vec![],
+            via: vec!["core".into()],
+            affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
+        }
+    );
+    assert!(intent.policy_for("dns").is_none());
+    assert_eq!(intent.node("edge").unwrap().index, 3);
+    assert!(intent.node("nowhere").is_none());
+}
+
+#[test]
+fn example_directory_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/smart-traffic/intent");
+    let intent = match load_dir(&dir) {
+        Ok(intent) => intent,
+        Err(errors) => panic!("{errors}"),
+    };
+    let topology = &intent.topology;
+    assert_eq!(topology.name, "smart-traffic");
+    assert_eq!(topology.sr_block, "fc00::/32".parse().unwrap());
+    assert_eq!(topology.underlay, Underlay::Static);
+    let nodes: Vec<_> =
+        topology.nodes.iter().map(|n| (n.name.as_str(), n.index, n.roles.clone())).collect();
+    assert_eq!(
+        nodes,
+        vec![
+            ("gw", 1, vec![Role::Ingress]),
+            ("core", 2, vec![Role::Transit]),
+            ("edge1", 3, vec![Role::Egress]),
+            ("edge2", 4, vec![Role::Egress]),
+            ("cloud", 5, vec![Role::Egress]),
+        ]
+    );
+    let gw = intent.node("gw").unwrap();
+    assert_eq!(
+        gw.prefixes,
+        vec!["fd00:10::/64".parse().unwrap(), "198.18.10.0/24".parse().unwrap()]
+    );
+    assert_eq!(gw.headend_interfaces, vec!["cams".to_owned()]);
+    assert_eq!(
+        intent.node("cloud").unwrap().prefixes,
+        vec!["fd00:30::/64".parse().unwrap(), "198.18.30.0/24".parse().unwrap()]
+    );
+    let links: Vec<_> =
+        topology.links.iter().map(|l| (l.a.as_str(), l.b.as_str(), l.latency_ms)).collect();
+    assert_eq!(
+        links,
+        vec![
+            ("gw", "core", 1.0),
+            ("core", "edge1", 2.0),
+            ("core", "edge2", 2.0),
+            ("core", "cloud", 15.0),
+        ]
+    );
+
+    assert_eq!(intent.services.len(), 1);
+    let service = intent.service("plate-recognition").unwrap();
+    assert_eq!(service.cs_id, 1);
+    assert_eq!(
+        service.addresses,
+        vec![
+            IpAddr::V6("2001:db8:ca75::1".parse().unwrap()),
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        ]
+    );
+    assert_eq!(service.ports, vec![PortMatch { protocol: Protocol::Udp, port: 7000 }]);
+    assert_eq!(service.request_cost, 0.02);
+    let instances: Vec<_> = service
+        .instances
+        .iter()
+        .map(|i| {
+            (i.name.as_str(), i.id, i.node.as_str(), i.address, i.address4, i.tops, i.utilization)
+        })
+        .collect();
+    let v6 = |s: &str| Some(s.parse::<Ipv6Addr>().unwrap());
+    let v4 = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        instances,
+        vec![
+            ("edge1-a", 1, "edge1", v6("fd00:21::10"), v4("198.18.21.10"), 4.0, 0.0),
+            ("edge2-a", 2, "edge2", v6("fd00:22::10"), v4("198.18.22.10"), 4.0, 0.0),
+            ("cloud-a", 3, "cloud", v6("fd00:30::10"), v4("198.18.30.10"), 100.0, 0.0),
+        ]
+    );
+
+    assert_eq!(
+        intent.policy_for("plate-recognition"),
+        Some(&SteeringPolicy {
+            name: "plates".into(),
+            service: "plate-recognition".into(),
+            objective: Objective::MinCompletionTime,
+            max_latency_ms: Some(100.0),
+            slack: 0.5,
+            ingress: vec![],
+            via: vec![],
+            affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
+        })
+    );
+}
+
+#[test]
+fn documents_in_one_file_and_explicit_values() {
+    let all = format!(
+        "---\n{}---\n{}---\n{}",
+        edit(NETWORK, "  srBlock: fc00::/32\n", "  srBlock: fc00::/32\n  underlay: external\n"),
+        SERVICES,
+        edit(
+            POLICY,
+            "  via: [core]\n",
+            "  via: [core]\n  ingress: [gw]\n  maxLatencyMs: 20\n  slack: 0\n  affinity:\n    \
+             flow: source-address\n    timeoutSeconds: 600\n",
+        )
+    );
+    let intent = parse_documents(&[(PathBuf::from("all.yaml"), all)]).unwrap();
+    assert_eq!(intent.topology.underlay, Underlay::External);
+    assert_eq!(intent.services.len(), 2);
+    let policy = &intent.policies[0];
+    assert_eq!(policy.ingress, vec!["gw".to_owned()]);
+    assert_eq!(policy.max_latency_ms, Some(20.0));
+    assert_eq!(policy.slack, 0.0);
+    assert_eq!(
+        policy.affinity,
+        Affinity { flow: FlowDefinition::SourceAddress, timeout_seconds: 600 }
+    );
+}
+
+#[test]
+fn display_matches_the_documented_format() {
+    let network = edit(NETWORK, "      latencyMs: 2.5\n", "      latencyMs: 0\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_eq!(
+        render(&errors),
+        "network.yaml:26:7: spec.links[1].latencyMs: must be greater than 0"
+    );
+}
+
+// One test per class of error: exact file, line, column and field.
+
+#[test]
+fn unknown_field() {
+    let network = edit(NETWORK, "      index: 3\n", "      index: 3\n      zone: north\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        18,
+        7,
+        "spec.nodes[2].zone",
+        "unknown field `zone`, expected one of `name`, `index`",
+    );
+}
+
+#[test]
+fn unknown_top_level_and_metadata_fields() {
+    let policy = edit(POLICY, "  name: web\n", "  name: web\n  labels: {}\nstatus: {}\n");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    assert_eq!(errors.len(), 2, "{}", render(&errors));
+    assert_at(&errors[0], "policy.yaml", 5, 3, "metadata.labels", "unknown field");
+    assert_at(&errors[1], "policy.yaml", 6, 1, "status", "unknown field");
+}
+
+#[test]
+fn wrong_type() {
+    let network = edit(NETWORK, "      latencyMs: 2.5\n", "      latencyMs: fast\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        26,
+        7,
+        "spec.links[1].latencyMs",
+        "expected a number, found the string \"fast\"",
+    );
+
+    // Quoted numbers are strings.
+    let network = edit(NETWORK, "      index: 3\n", "      index: \"3\"\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        17,
+        7,
+        "spec.nodes[2].index",
+        "expected an integer, found the string \"3\"",
+    );
+
+    let services = edit(SERVICES, "  addresses: [2001:db8::1]\n", "  addresses: 2001:db8::1\n");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    assert_only(
+        &errors,
+        "services.yaml",
+        7,
+        3,
+        "spec.addresses",
+        "expected a sequence, found the string \"2001:db8::1\"",
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let services = edit(SERVICES, "      tops: 10\n", "");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    // Points at the instance the field is missing from.
+    assert_only(
+        &errors,
+        "services.yaml",
+        10,
+        7,
+        "spec.instances[0].tops",
+        "missing required field",
+    );
+
+    let services = edit(SERVICES, "      tops: 10\n", "      tops:\n");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    assert_only(
+        &errors,
+        "services.yaml",
+        14,
+        7,
+        "spec.instances[0].tops",
+        "required field has no value",
+    );
+
+    let policy = edit(POLICY, "metadata:\n  name: web\n", "metadata: {}\n");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    assert_only(&errors, "policy.yaml", 3, 1, "metadata.name", "missing required field");
+}
+
+#[test]
+fn dangling_node_in_link() {
+    let network = edit(NETWORK, "      b: edge\n", "      b: edge9\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        25,
+        7,
+        "spec.links[1].b",
+        "unknown node \"edge9\" (nodes: gw, core, edge)",
+    );
+}
+
+#[test]
+fn instance_on_non_egress_node() {
+    let services =
+        edit(SERVICES, "      node: edge\n      address: ", "      node: core\n      address: ");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    assert_only(
+        &errors,
+        "services.yaml",
+        12,
+        7,
+        "spec.instances[0].node",
+        "node \"core\" does not have role egress (its roles: transit, at network.yaml:15:7)",
+    );
+}
+
+#[test]
+fn duplicate_cs_id() {
+    let services = edit(SERVICES, "  csId: 8\n", "  csId: 7\n");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    assert_only(
+        &errors,
+        "services.yaml",
+        21,
+        3,
+        "spec.csId",
+        "csId 7 is already used by another ComputeService (services.yaml:6:3)",
+    );
+}
+
+#[test]
+fn instance_address_outside_node_prefixes() {
+    let services = edit(SERVICES, "      address: fd00:21::1\n", "      address: fd00:99::1\n");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    assert_only(
+        &errors,
+        "services.yaml",
+        13,
+        7,
+        "spec.instances[0].address",
+        "fd00:99::1 is not inside any prefix of node \"edge\" (fd00:21::/64, 198.18.21.0/24)",
+    );
+}
+
+#[test]
+fn bad_sr_block_length() {
+    let network = edit(NETWORK, "  srBlock: fc00::/32\n", "  srBlock: fc00::/48\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(&errors, "network.yaml", 6, 3, "spec.srBlock", "must be a /32 prefix, found /48");
+
+    let network = edit(NETWORK, "  srBlock: fc00::/32\n", "  srBlock: fc00::1/32\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        6,
+        3,
+        "spec.srBlock",
+        "host bits set; did you mean fc00::/32?",
+    );
+}
+
+// More rules.
+
+#[test]
+fn all_errors_are_collected_in_order() {
+    let network = edit(NETWORK, "      index: 2\n", "      index: 0\n");
+    let network = edit(&network, "      latencyMs: 1\n", "      latencyMs: 10001\n");
+    let services = edit(SERVICES, "  csId: 8\n", "  csId: 7\n");
+    let services = edit(&services, "      utilization: 0.25\n", "      utilization: 1\n");
+    let policy = edit(POLICY, "  objective: min-latency\n", "  objective: fastest\n");
+    let errors = fail(&sources(&network, &services, &policy));
+    assert_eq!(
+        render(&errors),
+        "network.yaml:14:7: spec.nodes[1].index: must be between 1 and 65535\n\
+         network.yaml:23:7: spec.links[0].latencyMs: must be at most 10000\n\
+         services.yaml:21:3: spec.csId: csId 7 is already used by another ComputeService \
+         (services.yaml:6:3)\n\
+         services.yaml:31:7: spec.instances[0].utilization: must be at least 0 and less than 1\n\
+         policy.yaml:7:3: spec.objective: unknown objective \"fastest\", expected one of \
+         min-completion-time, min-latency"
+    );
+}
+
+#[test]
+fn yaml_syntax_error_is_located_without_follow_on_errors() {
+    let network = edit(NETWORK, "  name: lab\n", "  name: lab\n bad: [\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    // Only the syntax error: the Topology it hides is not reported missing.
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert_eq!(errors[0].file, Path::new("network.yaml"));
+    assert_eq!(errors[0].field, "");
+    assert!(errors[0].line >= 5, "{}", errors[0]);
+    assert!(errors[0].message.starts_with("invalid YAML: "), "{}", errors[0]);
+}
+
+#[test]
+fn duplicate_key() {
+    let network = edit(NETWORK, "      index: 3\n", "      index: 3\n      index: 4\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(&errors, "network.yaml", 18, 7, "spec.nodes[2].index", "duplicate field `index`");
+}
+
+#[test]
+fn api_version_and_kind() {
+    let policy = edit(POLICY, "apiVersion: cats.dev/v1alpha1\n", "apiVersion: cats.dev/v1\n");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    assert_only(
+        &errors,
+        "policy.yaml",
+        1,
+        1,
+        "apiVersion",
+        "unsupported apiVersion \"cats.dev/v1\", expected \"cats.dev/v1alpha1\"",
+    );
+
+    let policy = edit(POLICY, "kind: SteeringPolicy\n", "kind: Steering\n");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    assert_only(
+        &errors,
+        "policy.yaml",
+        2,
+        1,
+        "kind",
+        "unknown kind \"Steering\", expected one of Topology, ComputeService, SteeringPolicy",
+    );
+}
+
+#[test]
+fn topology_count() {
+    let errors = fail(&sources("", SERVICES, POLICY));
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert_eq!(
+        errors[0].to_string(),
+        "network.yaml: no Topology document: an intent needs exactly one"
+    );
+
+    let network = format!("{NETWORK}---\n{NETWORK}");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_eq!(errors.len(), 2, "{}", render(&errors));
+    assert_at(
+        &errors[0],
+        "network.yaml",
+        30,
+        1,
+        "kind",
+        "there must be exactly one Topology, the first is at network.yaml:2:1",
+    );
+    assert_at(
+        &errors[1],
+        "network.yaml",
+        32,
+        3,
+        "metadata.name",
+        "another Topology is already named \"lab\" (network.yaml:4:3)",
+    );
+}
+
+#[test]
+fn topology_rules() {
+    let network = edit(
+        NETWORK,
+        "      roles: [transit]\n",
+        "      roles: [transit]\n    - name: core\n      index: 1\n      roles: [transit]\n",
+    );
+    let network =
+        edit(&network, "      prefixes: [fd00:10::/64]\n", "      prefixes: [fd00:21::/80]\n");
+    let network = edit(&network, "    - a: gw\n      b: core\n", "    - a: gw\n      b: gw\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 4, "{rendered}");
+    assert_at(
+        &errors[0],
+        "network.yaml",
+        16,
+        7,
+        "spec.nodes[2].name",
+        "duplicate node name \"core\" (first at network.yaml:13:7)",
+    );
+    assert_at(
+        &errors[1],
+        "network.yaml",
+        17,
+        7,
+        "spec.nodes[2].index",
+        "index 1 is already used by spec.nodes[0] (network.yaml:9:7)",
+    );
+    assert_at(
+        &errors[2],
+        "network.yaml",
+        22,
+        18,
+        "spec.nodes[3].prefixes[0]",
+        "fd00:21::/64 overlaps fd00:21::/80 of node \"gw\" (network.yaml:11:18)",
+    );
+    assert_at(
+        &errors[3],
+        "network.yaml",
+        25,
+        7,
+        "spec.links[0].b",
+        "a link joins two different nodes, but a and b are both \"gw\"",
+    );
+}
+
+#[test]
+fn node_field_rules() {
+    let network = edit(NETWORK, "      headendInterfaces: [cams]\n", "");
+    let network = edit(
+        &network,
+        "      roles: [transit]\n",
+        "      roles: [transit, transit]\n      headendInterfaces: [a-very-long-interface]\n",
+    );
+    let network = edit(&network, "    - name: edge\n", "    - name: Edge_Site\n");
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    let rendered = render(&errors);
+    assert_at(
+        &errors[0],
+        "network.yaml",
+        8,
+        7,
+        "spec.nodes[0].headendInterfaces",
+        "required for a node with role ingress",
+    );
+    assert_at(
+        &errors[1],
+        "network.yaml",
+        14,
+        24,
+        "spec.nodes[1].roles[1]",
+        "role transit is already listed at spec.nodes[1].roles[0]",
+    );
+    assert_at(
+        &errors[2],
+        "network.yaml",
+        15,
+        27,
+        "spec.nodes[1].headendInterfaces[0]",
+        "not a valid interface name",
+    );
+    assert_at(
+        &errors[3],
+        "network.yaml",
+        16,
+        7,
+        "spec.nodes[2].name",
+        "\"Edge_Site\" is not a valid node name",
+    );
+    // The bad name still resolves: links and instances that use it report nothing more,
+    // only the references spelled "edge" are now dangling.
+    assert_eq!(errors.len(), 7, "{rendered}");
+    assert_at(&errors[4], "network.yaml", 25, 7, "spec.links[1].b", "unknown node \"edge\"");
+}
+
+#[test]
+fn interface_names_unique_per_node() {
+    let network = edit(
+        NETWORK,
+        "      bInterface: eth1\n",
+        "      bInterface: eth1\n    - a: gw\n      b: edge\n      latencyMs: 3\n      aInterface: cams\n    - a: edge\n      b: gw\n      latencyMs: 3\n",
+    );
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 3, "{rendered}");
+    assert_at(
+        &errors[0],
+        "network.yaml",
+        31,
+        7,
+        "spec.links[2].aInterface",
+        "interface \"cams\" is already used on node \"gw\" (network.yaml:12:27)",
+    );
+    // The second gw-edge link: a duplicate pair, and its defaulted interface names clash.
+    assert_at(
+        &errors[1],
+        "network.yaml",
+        32,
+        7,
+        "spec.links[3]",
+        "duplicate link between edge and gw (first at network.yaml:28:7)",
+    );
+    assert_at(
+        &errors[2],
+        "network.yaml",
+        32,
+        7,
+        "spec.links[3]",
+        "interface \"gw\" (the default: the peer's name; set it explicitly) is already used on node \"edge\"",
+    );
+}
+
+#[test]
+fn service_rules() {
+    // web loses its IPv6 instance address; dns gets an IPv6 service address too.
+    let services = edit(SERVICES, "      address: fd00:21::1\n", "");
+    let services = edit(
+        &services,
+        "  addresses: [198.51.100.53]\n",
+        "  addresses: [198.51.100.53, 2001:db8::53, 198.51.100.53, fc00::53]\n",
+    );
+    let services =
+        edit(&services, "    - name: dns-1\n      id: 1\n", "    - name: web-1\n      id: 0\n");
+    let errors = fail(&sources(NETWORK, &services, POLICY));
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 6, "{rendered}");
+    assert_at(
+        &errors[0],
+        "services.yaml",
+        10,
+        7,
+        "spec.instances[0].address",
+        "missing required field: the service has the IPv6 address 2001:db8::1",
+    );
+    assert_at(
+        &errors[1],
+        "services.yaml",
+        21,
+        44,
+        "spec.addresses[2]",
+        "address 198.51.100.53 is already listed at spec.addresses[0]",
+    );
+    assert_at(
+        &errors[2],
+        "services.yaml",
+        21,
+        59,
+        "spec.addresses[3]",
+        "fc00::53 is inside the SR block fc00::/32",
+    );
+    assert_at(
+        &errors[3],
+        "services.yaml",
+        25,
+        7,
+        "spec.instances[0].name",
+        "instance name \"web-1\" is already used (services.yaml:10:7)",
+    );
+    assert_at(
+        &errors[4],
+        "services.yaml",
+        25,
+        7,
+        "spec.instances[0].address",
+        "missing required field: the service has the IPv6 address 2001:db8::53",
+    );
+    assert_at(
+        &errors[5],
+        "services.yaml",
+        26,
+        7,
+        "spec.instances[0].id",
+        "must be between 1 and 4294967295",
+    );
+}
+
+#[test]
+fn shared_service_addresses() {
+    let third = |ports: &str| {
+        format!(
+            "apiVersion: cats.dev/v1alpha1\nkind: ComputeService\nmetadata:\n  name: dns2\nspec:\n  \
+             csId: 9\n  addresses: [198.51.100.53]\n{ports}  requestCost: 1\n  instances:\n    \
+             - {{name: dns2-1, id: 1, node: edge, address4: 198.18.21.54, tops: 1}}\n"
+        )
+    };
+    let with = |ports: &str| {
+        let mut all = sources(NETWORK, SERVICES, POLICY);
+        all.push((PathBuf::from("more.yaml"), third(ports)));
+        all
+    };
+    // Disjoint port lists: fine.
+    parse_documents(&with(
+        "  ports: [{protocol: udp, port: 5353}, {protocol: tcp, port: 53000}]\n",
+    ))
+    .unwrap();
+    // Same protocol and port in both: ambiguous.
+    let errors = fail(&with("  ports: [{protocol: tcp, port: 53}]\n"));
+    assert_only(
+        &errors,
+        "more.yaml",
+        7,
+        15,
+        "spec.addresses[0]",
+        "198.51.100.53 is also an address of ComputeService \"dns\" (services.yaml:22:15)",
+    );
+    // No port list: matches every port, so it cannot share.
+    let errors = fail(&with(""));
+    assert_only(
+        &errors,
+        "more.yaml",
+        7,
+        15,
+        "spec.addresses[0]",
+        "two services share an address only when both list ports",
+    );
+}
+
+#[test]
+fn policy_rules() {
+    let policy = format!(
+        "{}---\n{}",
+        edit(POLICY, "  via: [core]\n", "  via: [edge, core, core]\n  ingress: [core, nowhere]\n"),
+        edit(POLICY, "  name: web\n", "  name: other\n")
+    );
+    let policy = format!(
+        "{policy}---\n{}",
+        edit(
+            &edit(POLICY, "  name: web\n", "  name: ghost\n"),
+            "  service: web\n",
+            "  service: mail\n"
+        )
+    );
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 6, "{rendered}");
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        8,
+        9,
+        "spec.via[0]",
+        "node \"edge\" does not have role transit",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        8,
+        21,
+        "spec.via[2]",
+        "node core is already listed at spec.via[1]",
+    );
+    assert_at(
+        &errors[2],
+        "policy.yaml",
+        9,
+        13,
+        "spec.ingress[0]",
+        "node \"core\" does not have role ingress",
+    );
+    assert_at(&errors[3], "policy.yaml", 9, 19, "spec.ingress[1]", "unknown node \"nowhere\"");
+    assert_at(
+        &errors[4],
+        "policy.yaml",
+        16,
+        3,
+        "spec.service",
+        "ComputeService \"web\" already has a SteeringPolicy (policy.yaml:6:3)",
+    );
+    assert_at(
+        &errors[5],
+        "policy.yaml",
+        25,
+        3,
+        "spec.service",
+        "unknown ComputeService \"mail\" (services: dns, web)",
+    );
+}
+
+#[test]
+fn anchors_and_aliases_are_followed() {
+    let network = edit(
+        NETWORK,
+        "      prefixes: [fd00:21::/64, 198.18.21.0/24]\n",
+        "      prefixes: &edge [fd00:21::/64, 198.18.21.0/24]\n",
+    );
+    let network = format!(
+        "{network}    - {{a: gw, b: edge, latencyMs: 9, aInterface: x, bInterface: *edge}}\n"
+    );
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        28,
+        53,
+        "spec.links[2].bInterface",
+        "expected a string, found a sequence",
+    );
+}
+
+#[test]
+fn load_dir_reads_yaml_files_in_name_order() {
+    let dir = std::env::temp_dir().join(format!("cats-intent-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("nested.yaml")).unwrap();
+    std::fs::write(dir.join("b-services.yml"), SERVICES).unwrap();
+    std::fs::write(dir.join("a-network.yaml"), NETWORK).unwrap();
+    std::fs::write(dir.join("c-policy.yaml"), edit(POLICY, "  via: [core]\n", "  via: [gw]\n"))
+        .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not: [yaml").unwrap();
+    let result = load_dir(&dir);
+    let missing = load_files(&[dir.join("a-network.yaml"), dir.join("missing.yaml")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let errors = result.unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert_at(
+        &errors[0],
+        dir.join("c-policy.yaml").to_str().unwrap(),
+        8,
+        9,
+        "spec.via[0]",
+        "node \"gw\" does not have role transit",
+    );
+
+    let errors = missing.unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{}", render(&errors));
+    assert_eq!(errors[0].file, dir.join("missing.yaml"));
+    assert_eq!(errors[0].line, 0);
+    assert!(errors[0].message.starts_with("cannot read the file"), "{}", errors[0]);
+
+    let errors = load_dir(&dir).unwrap_err().0;
+    assert_eq!(errors[0].file, dir);
+    assert_eq!(errors[0].line, 0);
+}

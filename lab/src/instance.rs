@@ -1,0 +1,316 @@
+//! An emulated compute instance: a FIFO queue in front of `workers` parallel servers, each
+//! request taking `request_cost / tops` seconds.
+//!
+//! Service is emulated by sleeping, not by burning CPU, so many instances fit on a small
+//! machine. Each server keeps a virtual clock: a request starts at the later of its arrival and
+//! the end of the server's previous request, so late thread wake-ups do not add up into drift
+//! and the queueing delay is that of an ideal FIFO multi-server queue.
+
+use std::{
+    collections::VecDeque,
+    io,
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::wire::{Reply, Request};
+
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// Carried in every reply and in the metrics.
+    pub name: String,
+    /// The service addresses (on the instance namespace's `lo`) to serve on.
+    pub listen: Vec<SocketAddr>,
+    /// Speed, in tera-operations per second.
+    pub tops: f64,
+    /// Work per request, in tera-operations.
+    pub request_cost: f64,
+    /// Requests served in parallel.
+    pub workers: usize,
+    /// Where to write the metrics JSON every second, if anywhere.
+    pub metrics_file: Option<PathBuf>,
+}
+
+impl InstanceConfig {
+    /// How long one request occupies a worker.
+    pub fn service_time(&self) -> Duration {
+        Duration::from_secs_f64(self.request_cost / self.tops)
+    }
+}
+
+/// The metrics file's content (one JSON object, replaced atomically every second).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceMetrics {
+    pub instance: String,
+    /// Fraction of worker time spent serving over the last second, 0..=1.
+    pub utilization: f64,
+    /// Requests waiting for a worker (not counting those being served).
+    pub queue_depth: usize,
+    pub served_total: u64,
+    /// Mean service time over all requests served so far; the configured one before any.
+    pub mean_service_ms: f64,
+    pub updated_unix_ms: u64,
+}
+
+/// Requests beyond this many waiting are dropped (the client sees them lost).
+const MAX_QUEUE: usize = 100_000;
+/// How often blocked threads look at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+const METRICS_PERIOD: Duration = Duration::from_secs(1);
+
+/// Serves requests on every address in `cfg.listen` until `stop` is set.
+pub fn run_instance(cfg: InstanceConfig, stop: Arc<AtomicBool>) -> Result<()> {
+    if cfg.listen.is_empty() {
+        bail!("instance {}: no listen address", cfg.name);
+    }
+    if !(cfg.tops > 0.0 && cfg.request_cost >= 0.0 && cfg.workers > 0) {
+        bail!("instance {}: need tops > 0, request_cost >= 0 and workers > 0", cfg.name);
+    }
+    // Bound to the specific address, so replies leave from the anycast address they were
+    // sent to (a wildcard socket would pick a source address by route).
+    let sockets = cfg
+        .listen
+        .iter()
+        .map(|addr| {
+            let s = UdpSocket::bind(addr).with_context(|| {
+                format!("instance {}: binding {addr} (is the address on lo?)", cfg.name)
+            })?;
+            s.set_read_timeout(Some(POLL))?;
+            Ok(s)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let state = Shared::new(cfg.workers);
+    let service = cfg.service_time();
+
+    // Ends this instance's threads: set when `stop` is, or when a receiver fails.
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let mut threads = Vec::new();
+        for (i, sock) in sockets.iter().enumerate() {
+            let (state, done) = (&state, &done);
+            threads.push(s.spawn(move || {
+                let r = receive(i, sock, state, done);
+                done.store(true, Ordering::Relaxed);
+                r
+            }));
+        }
+        for w in 0..cfg.workers {
+            let (state, done, sockets, name) = (&state, &done, &sockets, &cfg.name);
+            threads.push(s.spawn(move || serve(w, name, service, sockets, state, done)));
+        }
+        let metrics = report_metrics(&cfg, &state, &stop, &done);
+        done.store(true, Ordering::Relaxed);
+        let mut result = metrics;
+        for t in threads {
+            let r = t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("instance thread panicked")));
+            result = result.and(r);
+        }
+        let st = state.lock();
+        tracing::info!(instance = cfg.name, served = st.served, dropped = st.dropped, "stopped");
+        result
+    })
+}
+
+/// A request waiting for a worker.
+struct Job {
+    socket: usize,
+    peer: SocketAddr,
+    req: Request,
+    arrived: Instant,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    /// When each worker's current request started, if it is serving one.
+    busy_since: Vec<Option<Instant>>,
+    /// Busy time of finished requests, all workers together.
+    busy_done: Duration,
+    served: u64,
+    dropped: u64,
+}
+
+impl Shared {
+    fn new(workers: usize) -> Self {
+        Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                busy_since: vec![None; workers],
+                busy_done: Duration::ZERO,
+                served: 0,
+                dropped: 0,
+            }),
+            work: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("instance state poisoned")
+    }
+}
+
+/// Reads requests from one socket into the queue.
+fn receive(socket: usize, sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) -> Result<()> {
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("receiving requests"),
+        };
+        let arrived = Instant::now();
+        let Some(req) = Request::decode(&buf[..n]) else { continue };
+        let mut st = shared.lock();
+        if st.queue.len() >= MAX_QUEUE {
+            st.dropped += 1;
+            continue;
+        }
+        st.queue.push_back(Job { socket, peer, req, arrived });
+        drop(st);
+        shared.work.notify_one();
+    }
+    Ok(())
+}
+
+/// One server: takes the oldest waiting request, "works" on it, replies.
+fn serve(
+    worker: usize,
+    name: &str,
+    service: Duration,
+    sockets: &[UdpSocket],
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> Result<()> {
+    crate::relay::precise_timers();
+    // End of the previous request on this worker's virtual clock.
+    let mut free_at = Instant::now();
+    loop {
+        let mut st = shared.lock();
+        let job = loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            if let Some(job) = st.queue.pop_front() {
+                break job;
+            }
+            st = shared.work.wait_timeout(st, POLL).expect("instance state poisoned").0;
+        };
+        let start = job.arrived.max(free_at);
+        st.busy_since[worker] = Some(start);
+        drop(st);
+
+        let end = start + service;
+        sleep_until(end, stop);
+        let done = Instant::now();
+        let reply = Reply::to(
+            &job.req,
+            name,
+            micros(start - job.arrived),
+            micros(done.saturating_duration_since(start)),
+        );
+        // A vanished client is not the instance's problem.
+        let _ = sockets[job.socket].send_to(&reply.encode(), job.peer);
+
+        let mut st = shared.lock();
+        st.busy_since[worker] = None;
+        st.busy_done += done.saturating_duration_since(start);
+        st.served += 1;
+        free_at = end;
+    }
+}
+
+/// Sleeps until `t`, in slices short enough to notice `stop` for long requests.
+fn sleep_until(t: Instant, stop: &AtomicBool) {
+    loop {
+        let now = Instant::now();
+        if now >= t || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep((t - now).min(POLL));
+    }
+}
+
+/// Writes the metrics file every second until `stop` or `done`; just waits if there is no file.
+fn report_metrics(
+    cfg: &InstanceConfig,
+    shared: &Shared,
+    stop: &AtomicBool,
+    done: &AtomicBool,
+) -> Result<()> {
+    let mut last = (Instant::now(), Duration::ZERO);
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+        if Instant::now() >= next {
+            let (m, now) = snapshot(cfg, shared, &mut last);
+            if let Some(path) = &cfg.metrics_file {
+                write_atomically(path, &serde_json::to_vec(&m)?)
+                    .with_context(|| format!("writing metrics to {}", path.display()))?;
+            }
+            next = now + METRICS_PERIOD;
+        }
+        std::thread::sleep(POLL.min(next.saturating_duration_since(Instant::now())));
+    }
+    Ok(())
+}
+
+/// The metrics now; `last` is the previous sample's (time, cumulative busy time).
+fn snapshot(
+    cfg: &InstanceConfig,
+    shared: &Shared,
+    last: &mut (Instant, Duration),
+) -> (InstanceMetrics, Instant) {
+    let st = shared.lock();
+    let now = Instant::now();
+    let busy: Duration = st.busy_done
+        + st.busy_since.iter().flatten().map(|s| now.saturating_duration_since(*s)).sum();
+    let window = now.duration_since(last.0).as_secs_f64() * cfg.workers as f64;
+    let utilization = if window > 0.0 {
+        (busy.saturating_sub(last.1).as_secs_f64() / window).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    *last = (now, busy);
+    let mean_service_ms = if st.served > 0 {
+        st.busy_done.as_secs_f64() * 1e3 / st.served as f64
+    } else {
+        cfg.service_time().as_secs_f64() * 1e3
+    };
+    let m = InstanceMetrics {
+        instance: cfg.name.clone(),
+        utilization,
+        queue_depth: st.queue.len(),
+        served_total: st.served,
+        mean_service_ms,
+        updated_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    (m, now)
+}
+
+/// Readers see the old file or the new one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros().try_into().unwrap_or(u64::MAX)
+}
