@@ -53,7 +53,7 @@ fn classify(
 ) -> Result<Option<(ServiceEntry, Option<Ports>)>, DropReason> {
     let by_address = ServiceKey { addr: pkt.dst, port: 0, proto: 0, _pad: 0 };
     // SAFETY: values are plain data the agent replaces whole; a torn read only affects this packet.
-    let Some(entry) = (unsafe { SERVICES.get(&by_address) }).copied() else {
+    let Some(entry) = (unsafe { SERVICES.get(by_address) }).copied() else {
         return Ok(None);
     };
     let ports = match pkt.l4_offset {
@@ -68,7 +68,7 @@ fn classify(
     };
     let by_port = ServiceKey { addr: pkt.dst, port: p.dst, proto: pkt.proto, _pad: 0 };
     // SAFETY: as above.
-    Ok(unsafe { SERVICES.get(&by_port) }.copied().map(|e| (e, ports)))
+    Ok(unsafe { SERVICES.get(by_port) }.copied().map(|e| (e, ports)))
 }
 
 /// The affinity key under the service's flow definition.
@@ -120,6 +120,6 @@ fn pin(key: &FlowKey, hash: u32, service: &ServiceEntry) -> Result<u32, DropReas
     let entry = FlowEntry { instance_slot: slot, _pad: 0, last_seen_ns: now };
     // A full LRU evicts its oldest flow; insert only fails on memory pressure, and then the
     // packet is still steered, just without a pin.
-    let _ = AFFINITY.insert(key, &entry, 0);
+    let _ = AFFINITY.insert(key, entry, 0);
     Ok(slot)
 }

@@ -2,8 +2,11 @@
 //! instances with heterogeneous speed, and clients.
 
 pub mod client;
-pub mod gro;
+pub mod control;
+
 pub mod instance;
 pub mod netns;
+pub mod network;
+pub mod offload;
 pub mod relay;
 pub mod wire;

@@ -3,5 +3,6 @@
 
 pub mod expect;
 pub mod fixture;
+pub mod lab_env;
 pub mod packets;
 pub mod xdp;

@@ -18,9 +18,9 @@ use anyhow::{Context, Result, ensure};
 use cats_controller::netns::{run_in, spawn_in};
 use cats_lab::{
     client::{ClientConfig, ClientEvent, UNANSWERED, run_client},
-    gro::{enable_gro, gro_enabled},
     instance::{InstanceConfig, InstanceMetrics, run_instance},
     netns::{Namespace, unique_name},
+    offload::{enable_gro, gro_enabled},
     relay::run_relay,
     wire::{Reply, Request},
 };

@@ -160,21 +160,45 @@ fn underlay(
     Ok(())
 }
 
+/// The device SID routes hang off. The kernel turns a non-local route through `lo` into a
+/// reject route, so SIDs need a real device; which one does not matter to seg6local (the
+/// behaviour decides where the packet goes), so take the node's first link interface.
+fn sid_device(intent: &Intent, node: &Node) -> String {
+    intent
+        .topology
+        .links
+        .iter()
+        .find_map(|l| {
+            if l.a == node.name {
+                Some(l.a_interface.clone())
+            } else if l.b == node.name {
+                Some(l.b_interface.clone())
+            } else {
+                None
+            }
+        })
+        .or_else(|| node.headend_interfaces.first().cloned())
+        .unwrap_or_else(|| "lo".into())
+}
+
 /// End and End.DT6 on every node; a compute SID per instance on egress nodes.
 fn local_sids(intent: &Intent, node: &Node, state: &mut NodeState) {
     let topo = &intent.topology;
-    let on_lo = |sid, behavior| LocalSid { sid, behavior, interface: "lo".into() };
-    state.sids.push(on_lo(addr::end_sid(topo, node.index), SidBehavior::End));
-    state.sids.push(on_lo(addr::end_dt6_sid(topo, node.index), SidBehavior::EndDt6 { table: 254 }));
+    let device = sid_device(intent, node);
+    let sid_route = |sid, behavior| LocalSid { sid, behavior, interface: device.clone() };
+    state.sids.push(sid_route(addr::end_sid(topo, node.index), SidBehavior::End));
+    state
+        .sids
+        .push(sid_route(addr::end_dt6_sid(topo, node.index), SidBehavior::EndDt6 { table: 254 }));
     for svc in &intent.services {
         for inst in svc.instances.iter().filter(|i| i.node == node.name) {
             if let Some(nexthop) = inst.address {
                 let sid = addr::compute_sid(topo, node.index, false, svc.cs_id, inst.id);
-                state.sids.push(on_lo(sid, SidBehavior::EndDx6 { nexthop }));
+                state.sids.push(sid_route(sid, SidBehavior::EndDx6 { nexthop }));
             }
             if let Some(nexthop) = inst.address4 {
                 let sid = addr::compute_sid(topo, node.index, true, svc.cs_id, inst.id);
-                state.sids.push(on_lo(sid, SidBehavior::EndDx4 { nexthop }));
+                state.sids.push(sid_route(sid, SidBehavior::EndDx4 { nexthop }));
             }
         }
     }

@@ -1,8 +1,10 @@
-//! Turning GRO on for an interface, the way `ethtool -K IF gro on` does (no ethtool binary here).
+//! Offload settings the lab needs on veths, set the way `ethtool -K` does (SIOCETHTOOL).
 //!
-//! Why the lab needs it: XDP_REDIRECT into a veth in native mode only delivers when the
-//! *receiving* peer runs NAPI, and a veth turns NAPI on when GRO is on (or it has an XDP
-//! program of its own).
+//! - GRO on: XDP_REDIRECT into a veth in native mode only delivers when the *receiving* peer
+//!   runs NAPI, and a veth turns NAPI on when GRO is on (or it has an XDP program of its own).
+//! - TX checksum off on hosts: a veth otherwise leaves the UDP/TCP checksum for "the NIC" to
+//!   finish, and a packet that XDP encapsulates loses the note saying so, arriving with a bad
+//!   checksum. A real NIC hands XDP finished checksums, so the lab makes hosts do the same.
 
 use std::{ffi::c_void, io, os::fd::AsRawFd, os::fd::FromRawFd, os::fd::OwnedFd};
 
@@ -11,6 +13,7 @@ use anyhow::{Context, Result, bail};
 // From <linux/ethtool.h>.
 const ETHTOOL_GGRO: u32 = 0x0000_002b;
 const ETHTOOL_SGRO: u32 = 0x0000_002c;
+const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
 /// `struct ethtool_value`.
@@ -32,6 +35,12 @@ struct IfreqData {
 pub fn enable_gro(ifname: &str) -> Result<()> {
     let mut v = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
     ethtool(ifname, &mut v).with_context(|| format!("enabling GRO on {ifname}"))
+}
+
+/// Makes the stack compute transmit checksums itself on `ifname` (calling thread's netns).
+pub fn disable_tx_checksum(ifname: &str) -> Result<()> {
+    let mut v = EthtoolValue { cmd: ETHTOOL_STXCSUM, data: 0 };
+    ethtool(ifname, &mut v).with_context(|| format!("disabling TX checksum offload on {ifname}"))
 }
 
 /// Whether GRO is on for `ifname` in the calling thread's network namespace.

@@ -1,0 +1,283 @@
+//! Builds the emulated network of an intent: one namespace per node, veth links with the
+//! topology's one-way latency (through a delay relay), a client LAN behind each ingress and a
+//! namespace per compute instance on a LAN bridge behind its egress node.
+//!
+//! Addresses the lab owns (cats' agents add the link and router addresses themselves):
+//! - ingress node: its headend interface holds the first host of each node prefix
+//!   (`fd00:10::1/64`, `198.18.10.1/24`); the client namespace behind it holds `::100`/`.100`.
+//! - egress node: bridge `lan` holds the first host of each prefix; each instance namespace
+//!   holds the instance's addresses on `eth0` and every service address on `lo`.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use cats_controller::intent::{Instance, Intent, Node, Role};
+use ipnetwork::IpNetwork;
+
+use crate::{
+    netns::Namespace,
+    offload::{disable_tx_checksum, enable_gro},
+    relay::run_relay,
+};
+
+/// The host part the lab gives the node on a LAN, and the client on the client LAN.
+const NODE_HOST: u32 = 1;
+const CLIENT_HOST: u32 = 100;
+
+/// A running emulated network. Dropping it stops its threads and deletes every namespace.
+pub struct LabNetwork {
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    nodes: BTreeMap<String, Namespace>,
+    /// Client LAN namespace behind each ingress node.
+    clients: BTreeMap<String, Namespace>,
+    /// One namespace per instance.
+    instances: BTreeMap<String, Namespace>,
+    relays: Vec<Namespace>,
+}
+
+/// The `n`th host address of `net`.
+pub fn host(net: &IpNetwork, n: u32) -> IpNetwork {
+    let addr: IpAddr = match net {
+        IpNetwork::V4(v4) => std::net::Ipv4Addr::from(u32::from(v4.network()) + n).into(),
+        IpNetwork::V6(v6) => {
+            std::net::Ipv6Addr::from(u128::from(v6.network()) + u128::from(n)).into()
+        }
+    };
+    IpNetwork::new(addr, net.prefix()).expect("same prefix length")
+}
+
+impl LabNetwork {
+    /// Builds the network. `prefix` (at most 8 characters) names every namespace, so labs and
+    /// tests can run side by side. With `delays` false, links have no delay element (faster
+    /// tests that do not measure latency).
+    pub fn build(intent: &Intent, prefix: &str, delays: bool) -> Result<Self> {
+        let mut lab = LabNetwork {
+            prefix: prefix.to_string(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            nodes: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            relays: Vec::new(),
+        };
+        for node in &intent.topology.nodes {
+            let ns = Namespace::create(&format!("{prefix}{}", node.name))?;
+            router_sysctls(&ns)?;
+            lab.nodes.insert(node.name.clone(), ns);
+        }
+        for (k, link) in intent.topology.links.iter().enumerate() {
+            let delay = Duration::from_secs_f64(link.latency_ms / 1e3);
+            lab.link(
+                k + 1,
+                &link.a,
+                &link.a_interface,
+                &link.b,
+                &link.b_interface,
+                delays.then_some(delay),
+            )
+            .with_context(|| format!("building link {}-{}", link.a, link.b))?;
+        }
+        for node in &intent.topology.nodes {
+            if node.has_role(Role::Ingress) {
+                lab.client_lan(node)?;
+            }
+            let hosted: Vec<(&Instance, Vec<IpAddr>)> = intent
+                .services
+                .iter()
+                .flat_map(|s| s.instances.iter().map(move |i| (i, s.addresses.clone())))
+                .filter(|(i, _)| i.node == node.name)
+                .collect();
+            if !hosted.is_empty() {
+                lab.instance_lan(node, &hosted)?;
+            }
+        }
+        Ok(lab)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn node(&self, name: &str) -> &Namespace {
+        &self.nodes[name]
+    }
+
+    /// The client LAN namespace behind ingress node `node`.
+    pub fn clients(&self, node: &str) -> &Namespace {
+        &self.clients[node]
+    }
+
+    /// The namespace of instance `name`.
+    pub fn instance(&self, name: &str) -> &Namespace {
+        &self.instances[name]
+    }
+
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Runs `f` on a thread inside the namespace at `netns` until the lab stops.
+    pub fn spawn_in(
+        &mut self,
+        netns: &Path,
+        what: &str,
+        f: impl FnOnce(Arc<AtomicBool>) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let stop = self.stop.clone();
+        let what = what.to_string();
+        let handle = cats_controller::netns::spawn_in(netns, move || {
+            if let Err(e) = f(stop) {
+                eprintln!("lab: {what} stopped: {e:#}");
+            }
+            Ok(())
+        })?;
+        self.threads.push(std::thread::spawn(move || {
+            let _ = handle.join();
+        }));
+        Ok(())
+    }
+
+    fn link(
+        &mut self,
+        k: usize,
+        a: &str,
+        a_if: &str,
+        b: &str,
+        b_if: &str,
+        delay: Option<Duration>,
+    ) -> Result<()> {
+        let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+        match delay {
+            None => {
+                na.veth_to(a_if, nb, b_if)?;
+                // XDP_REDIRECT into a veth needs NAPI on the receiving end: GRO turns it on.
+                in_ns(na, a_if, enable_gro)?;
+                in_ns(nb, b_if, enable_gro)?;
+            }
+            Some(d) => {
+                let relay = Namespace::create(&format!("{}r{k}", self.prefix))?;
+                relay.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+                na.veth_to(a_if, &relay, "ra")?;
+                nb.veth_to(b_if, &relay, "rb")?;
+                in_ns(&relay, "ra", enable_gro)?;
+                in_ns(&relay, "rb", enable_gro)?;
+                in_ns(na, a_if, enable_gro)?;
+                in_ns(nb, b_if, enable_gro)?;
+                let stop = self.stop.clone();
+                let handle = cats_controller::netns::spawn_in(&relay.path(), move || {
+                    run_relay("ra", "rb", d, d, stop)
+                })?;
+                self.threads.push(std::thread::spawn(move || {
+                    if let Ok(Err(e)) = handle.join() {
+                        eprintln!("lab: delay relay stopped: {e:#}");
+                    }
+                }));
+                self.relays.push(relay);
+            }
+        }
+        Ok(())
+    }
+
+    /// One client namespace behind the ingress node's (first) headend interface.
+    fn client_lan(&mut self, node: &Node) -> Result<()> {
+        let Some(iface) = node.headend_interfaces.first() else {
+            bail!("ingress node {} has no headend interface", node.name)
+        };
+        let ns = Namespace::create(&format!("{}c-{}", self.prefix, node.name))?;
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+        let router = &self.nodes[&node.name];
+        router.veth_to(iface, &ns, "eth0")?;
+        in_ns(&ns, "eth0", disable_tx_checksum)?;
+        for prefix in &node.prefixes {
+            router.ip(&["addr", "add", &host(prefix, NODE_HOST).to_string(), "dev", iface])?;
+            ns.ip(&["addr", "add", &host(prefix, CLIENT_HOST).to_string(), "dev", "eth0"])?;
+            default_route(&ns, prefix)?;
+        }
+        self.clients.insert(node.name.clone(), ns);
+        Ok(())
+    }
+
+    /// Bridge `lan` on the egress node and a namespace per instance on it.
+    fn instance_lan(&mut self, node: &Node, hosted: &[(&Instance, Vec<IpAddr>)]) -> Result<()> {
+        let router = &self.nodes[&node.name];
+        router.ip(&["link", "add", "lan", "type", "bridge"])?;
+        router.ip(&["link", "set", "lan", "up"])?;
+        for prefix in &node.prefixes {
+            router.ip(&["addr", "add", &host(prefix, NODE_HOST).to_string(), "dev", "lan"])?;
+        }
+        for (n, (inst, service_addresses)) in hosted.iter().enumerate() {
+            let ns = Namespace::create(&format!("{}i-{}", self.prefix, inst.name))?;
+            ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+            ns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
+            let port = format!("i{n}");
+            router.veth_to(&port, &ns, "eth0")?;
+            in_ns(&ns, "eth0", disable_tx_checksum)?;
+            router.ip(&["link", "set", &port, "master", "lan"])?;
+            let addrs = [inst.address.map(IpAddr::V6), inst.address4.map(IpAddr::V4)];
+            for addr in addrs.into_iter().flatten() {
+                let prefix =
+                    node.prefixes.iter().find(|p| p.contains(addr)).with_context(|| {
+                        format!("instance {} address {addr} outside node prefixes", inst.name)
+                    })?;
+                ns.ip(&["addr", "add", &format!("{addr}/{}", prefix.prefix()), "dev", "eth0"])?;
+                default_route(&ns, prefix)?;
+            }
+            // The instance owns the service's anycast addresses.
+            for sa in service_addresses {
+                let len = if sa.is_ipv4() { 32 } else { 128 };
+                ns.ip(&["addr", "add", &format!("{sa}/{len}"), "dev", "lo"])?;
+            }
+            self.instances.insert(inst.name.clone(), ns);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LabNetwork {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Namespaces (and every veth and bridge in them) go with their guards.
+    }
+}
+
+fn router_sysctls(ns: &Namespace) -> Result<()> {
+    for (k, v) in [
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+        ("net.ipv6.conf.all.forwarding", "1"),
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ] {
+        ns.sysctl(k, v)?;
+    }
+    Ok(())
+}
+
+fn default_route(ns: &Namespace, prefix: &IpNetwork) -> Result<()> {
+    let gw = host(prefix, NODE_HOST).ip().to_string();
+    let family = if prefix.is_ipv4() { "-4" } else { "-6" };
+    ns.ip(&[family, "route", "replace", "default", "via", &gw])?;
+    Ok(())
+}
+
+fn in_ns(ns: &Namespace, ifname: &str, f: fn(&str) -> Result<()>) -> Result<()> {
+    let ifname = ifname.to_string();
+    cats_controller::netns::run_in(&ns.path(), move || f(&ifname))
+}

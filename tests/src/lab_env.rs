@@ -1,0 +1,144 @@
+//! A whole cats lab for one test: the example intent (copied so the test can change it), the
+//! emulated network, the instances, and the daemon. Everything is torn down on drop, also when
+//! the test panics: daemon, pins, namespaces, the private bpffs and the run directory.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use cats_controller::{
+    dataplane::{program::ensure_bpffs, stats::PinnedCounters},
+    intent::{self, Intent},
+    netns, paths,
+};
+use cats_lab::{
+    control::{Daemon, daemon_config, remove_lab_pins, start_instances},
+    netns::unique_name,
+    network::LabNetwork,
+    wire::{Reply, Request},
+};
+
+pub fn example_intent_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/smart-traffic/intent")
+}
+
+pub struct LabEnv {
+    pub intent: Intent,
+    pub intent_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub bpffs: PathBuf,
+    // Fields drop in order: daemon first, then the network.
+    pub daemon: Option<Daemon>,
+    pub lab: Option<LabNetwork>,
+}
+
+impl LabEnv {
+    /// Copies the example intent, lets `edit` change the copy, then builds and starts it all.
+    pub fn start(edit: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        let prefix = unique_name("lab");
+        let run_dir = std::env::temp_dir().join(format!("cats-test-{prefix}"));
+        let intent_dir = run_dir.join("intent");
+        std::fs::create_dir_all(&intent_dir)?;
+        for entry in std::fs::read_dir(example_intent_dir())? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), intent_dir.join(entry.file_name()))?;
+        }
+        edit(&intent_dir)?;
+        let intent = intent::load_dir(&intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bpffs = run_dir.join("bpffs");
+        let mut env = LabEnv { intent, intent_dir, run_dir, bpffs, daemon: None, lab: None };
+        ensure_bpffs(&env.bpffs)?;
+        let mut lab = LabNetwork::build(&env.intent, &prefix, true)?;
+        start_instances(&mut lab, &env.intent, &env.run_dir)?;
+        env.lab = Some(lab);
+        env.start_daemon()?;
+        Ok(env)
+    }
+
+    pub fn lab(&self) -> &LabNetwork {
+        self.lab.as_ref().expect("lab is up")
+    }
+
+    pub fn start_daemon(&mut self) -> Result<()> {
+        let config = daemon_config(self.lab(), &self.intent_dir, &self.bpffs, &self.run_dir);
+        let daemon = Daemon::start(config)?;
+        daemon.wait_applied(Duration::from_secs(30))?;
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    pub fn stop_daemon(&mut self) -> Result<()> {
+        self.daemon.take().context("daemon not running")?.stop()
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon is running")
+    }
+
+    /// Replaces one intent file, as an operator would.
+    pub fn write_intent(&self, file: &str, text: &str) -> Result<()> {
+        let tmp = self.intent_dir.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, self.intent_dir.join(file))?;
+        Ok(())
+    }
+
+    pub fn counters(&self, node: &str) -> Result<PinnedCounters> {
+        PinnedCounters::open(&paths::node_pins(&self.bpffs, self.lab().prefix(), node))
+    }
+
+    /// A UDP socket in the client LAN behind `ingress`, connected to `target`: one flow.
+    pub fn flow(&self, ingress: &str, target: SocketAddr) -> Result<UdpSocket> {
+        let ns = self.lab().clients(ingress).path();
+        netns::run_in(&ns, move || {
+            let bind: SocketAddr =
+                if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
+            let sock = UdpSocket::bind(bind)?;
+            sock.connect(target)?;
+            sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+            Ok(sock)
+        })
+    }
+}
+
+/// Sends one request on `sock` and returns the name of the instance that answered, retrying a
+/// few times (the first packet of a flow may wait for neighbour resolution).
+pub fn ask(sock: &UdpSocket, flow: u64, seq: u64) -> Result<(String, Duration)> {
+    let mut buf = [0u8; 512];
+    for _ in 0..6 {
+        let sent = std::time::Instant::now();
+        sock.send(&Request { flow, seq, sent_ns: 0 }.encode())?;
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => match Reply::decode(&buf[..n]) {
+                    Some(r) if r.flow == flow && r.seq == seq => {
+                        return Ok((r.instance, sent.elapsed()));
+                    }
+                    _ => continue,
+                },
+                Err(_) => break,
+            }
+        }
+    }
+    bail!("no reply to flow {flow} seq {seq}")
+}
+
+impl Drop for LabEnv {
+    fn drop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            let _ = d.stop();
+        }
+        if let Some(lab) = &self.lab {
+            let _ = remove_lab_pins(&self.intent, &self.bpffs, lab.prefix());
+        }
+        self.lab = None;
+        if let Ok(c) = std::ffi::CString::new(self.bpffs.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path; detaching a mount touches no memory of ours.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
