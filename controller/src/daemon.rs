@@ -41,8 +41,17 @@ struct Status<'a> {
     /// The last intent load error, if the newest files are bad (the running state is the
     /// previous good one).
     intent_error: Option<&'a str>,
-    nodes: BTreeMap<&'a str, AgentStatus>,
+    nodes: BTreeMap<&'a str, NodeReport>,
     decisions: &'a [ServiceDecisions],
+}
+
+/// One node in the status file: what it should run and what its agent last did.
+#[derive(Serialize)]
+struct NodeReport {
+    /// Generation of the node's desired state (the last compile that changed this node).
+    desired_generation: Option<u64>,
+    #[serde(flatten)]
+    agent: AgentStatus,
 }
 
 /// Modification times and sizes of the intent files: a cheap change detector.
@@ -150,7 +159,7 @@ pub async fn run(
             }
         }
         if let Some(path) = &config.status_file {
-            write_status(path, generation, intent_error.as_deref(), &statuses, &compiled)?;
+            write_status(path, generation, intent_error.as_deref(), &store, &statuses, &compiled)?;
         }
     }
     info!("controller stopping; pinned programs and maps keep forwarding");
@@ -169,12 +178,16 @@ fn write_status(
     path: &Path,
     generation: u64,
     intent_error: Option<&str>,
+    store: &EmbeddedStore,
     statuses: &BTreeMap<String, SharedStatus>,
     compiled: &Compiled,
 ) -> Result<()> {
     let nodes = statuses
         .iter()
-        .map(|(n, s)| (n.as_str(), s.lock().expect("status lock").clone()))
+        .map(|(n, s)| {
+            let agent = s.lock().expect("status lock").clone();
+            (n.as_str(), NodeReport { desired_generation: store.generation(n), agent })
+        })
         .collect();
     let status = Status { generation, intent_error, nodes, decisions: &compiled.decisions };
     let tmp = path.with_extension("tmp");

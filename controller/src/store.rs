@@ -39,6 +39,11 @@ impl EmbeddedStore {
         })
     }
 
+    /// Generation of the state the store holds for `node`: the last one that changed it.
+    pub fn generation(&self, node: &str) -> Option<u64> {
+        self.sender(node).borrow().as_ref().map(|s| s.generation)
+    }
+
     /// A receiver for one node's desired state (`None` until the first publish).
     pub fn watch(&self, node: &str) -> Watch {
         self.sender(node).subscribe()

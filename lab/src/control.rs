@@ -72,7 +72,7 @@ impl Daemon {
         Ok(serde_json::from_str(&text)?)
     }
 
-    /// Waits until every node applied the newest generation without error.
+    /// Waits until every node applied its newest desired state without error.
     pub fn wait_applied(&self, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no status yet");
@@ -81,11 +81,12 @@ impl Daemon {
                 bail!("the daemon stopped early (see its log)");
             }
             if let Ok(status) = self.status() {
-                let generation = status["generation"].as_u64();
                 let nodes = status["nodes"].as_object().cloned().unwrap_or_default();
                 let done = !nodes.is_empty()
                     && nodes.values().all(|n| {
-                        n["applied_generation"].as_u64() == generation && n["last_error"].is_null()
+                        n["applied_generation"].is_u64()
+                            && n["applied_generation"] == n["desired_generation"]
+                            && n["last_error"].is_null()
                     });
                 if done {
                     return Ok(status);

@@ -142,3 +142,14 @@ impl Drop for LabEnv {
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
+
+/// The example's services.yaml with a declared utilisation for some instances.
+pub fn services_with_load(loads: &[(&str, f64)]) -> String {
+    let text = std::fs::read_to_string(example_intent_dir().join("services.yaml"))
+        .expect("example services.yaml");
+    loads.iter().fold(text, |text, (instance, load)| {
+        let anchor = format!("    - name: {instance}\n");
+        assert!(text.contains(&anchor), "no instance {instance} in the example");
+        text.replace(&anchor, &format!("{anchor}      utilization: {load}\n"))
+    })
+}

@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use cats_common::counters::Event;
-use cats_tests::lab_env::{LabEnv, ask};
+use cats_tests::lab_env::{LabEnv, ask, services_with_load};
 
 fn service6() -> SocketAddr {
     "[2001:db8:ca75::1]:7000".parse().unwrap()
@@ -45,4 +45,111 @@ fn requests_reach_edge_instances_over_srv6_and_replies_come_back() {
     assert!(steered >= 33, "steered {steered}");
     assert_eq!(gw.instance_counter(2).unwrap().packets, 0, "cloud-a (slot 2) got nothing");
     assert!(gw.events(Event::Redirected).unwrap() > 0, "XDP forwarded packets itself");
+}
+
+#[test]
+fn new_flows_move_when_load_changes_and_established_flows_stay() {
+    let mut env = LabEnv::start(|dir| {
+        std::fs::write(dir.join("services.yaml"), services_with_load(&[("edge2-a", 0.85)]))?;
+        Ok(())
+    })
+    .unwrap();
+    // edge2 is busy: every new flow goes to edge1.
+    assert_eq!(
+        instances_of_new_flows(&env, service6(), 8),
+        BTreeSet::from(["edge1-a".to_string()])
+    );
+    let established = env.flow("gw", service6()).unwrap();
+    assert_eq!(ask(&established, 1, 0).unwrap().0, "edge1-a");
+
+    // Now edge1 is the busy one.
+    let before = env.daemon().status().unwrap()["generation"].as_u64().unwrap();
+    env.write_intent("services.yaml", &services_with_load(&[("edge1-a", 0.85)])).unwrap();
+    let status = wait_for_generation(&mut env, before + 1);
+    let weights = &status["decisions"][0]["decisions"];
+    assert_eq!(weights[0]["weight"], 0, "{weights}");
+
+    assert_eq!(
+        instances_of_new_flows(&env, service6(), 8),
+        BTreeSet::from(["edge2-a".to_string()])
+    );
+    for seq in 1..5 {
+        assert_eq!(ask(&established, 1, seq).unwrap().0, "edge1-a", "established flow moved");
+    }
+}
+
+fn wait_for_generation(env: &mut LabEnv, generation: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = env.daemon().wait_applied(Duration::from_secs(20)).unwrap();
+        if status["generation"].as_u64().unwrap() >= generation {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "generation {generation} never came: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn traffic_keeps_flowing_while_the_daemon_restarts_and_flows_keep_their_instance() {
+    let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    let flows: Vec<_> = (0..6).map(|_| env.flow("gw", service6()).unwrap()).collect();
+    let pinned: Vec<String> =
+        flows.iter().enumerate().map(|(i, s)| ask(s, i as u64, 0).unwrap().0).collect();
+
+    env.stop_daemon().unwrap();
+    // No controller, no agent: the pinned program and maps still steer.
+    for (i, s) in flows.iter().enumerate() {
+        assert_eq!(ask(s, i as u64, 1).unwrap().0, pinned[i], "flow {i} while the daemon is down");
+    }
+    let fresh = env.flow("gw", service6()).unwrap();
+    assert!(ask(&fresh, 99, 0).is_ok(), "a new flow is steered while the daemon is down");
+
+    env.start_daemon().unwrap();
+    for (i, s) in flows.iter().enumerate() {
+        assert_eq!(ask(s, i as u64, 2).unwrap().0, pinned[i], "flow {i} after the restart");
+    }
+    let gw = env.counters("gw").unwrap();
+    assert_eq!(
+        gw.events(Event::AffinityMiss).unwrap(),
+        7,
+        "one miss per flow, none after the restart"
+    );
+}
+
+#[test]
+fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
+    let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    let flow = env.flow("gw", service6()).unwrap();
+    let (instance, _) = ask(&flow, 1, 0).unwrap();
+    let before = env.daemon().status().unwrap();
+
+    // A typo'd field and an impossible value, as an operator might save them.
+    let broken = services_with_load(&[("edge1-a", 0.5)])
+        .replace("tops: 100", "tops: -100")
+        .replace("requestCost:", "requestCosts:");
+    env.write_intent("services.yaml", &broken).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = env.daemon().status().unwrap();
+        if !s["intent_error"].is_null() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the bad intent was never reported");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let error = status["intent_error"].as_str().unwrap();
+    let tops_line = broken.lines().position(|l| l.contains("tops: -100")).unwrap() + 1;
+    assert!(error.contains(&format!("services.yaml:{tops_line}:")), "{error}");
+    assert!(error.contains("spec.instances[2].tops"), "{error}");
+    assert!(error.contains("spec.requestCosts"), "{error}");
+
+    assert_eq!(status["generation"], before["generation"], "nothing recompiled");
+    assert_eq!(status["decisions"], before["decisions"], "weights unchanged");
+    assert_eq!(ask(&flow, 1, 1).unwrap().0, instance, "traffic steered as before");
+    let again = env.daemon().wait_applied(Duration::from_secs(5)).unwrap();
+    assert_eq!(again["generation"], before["generation"]);
 }
