@@ -9,4 +9,6 @@ pub mod netns;
 pub mod network;
 pub mod offload;
 pub mod relay;
+pub mod run;
+pub mod scenario;
 pub mod wire;

@@ -5,4 +5,5 @@ pub mod expect;
 pub mod fixture;
 pub mod lab_env;
 pub mod packets;
+pub mod router;
 pub mod xdp;

@@ -11,63 +11,16 @@ use cats_common::{
     sid,
 };
 use cats_controller::{dataplane::Dataplane, netns};
-use cats_lab::netns::{Namespace, unique_name};
 use cats_tests::{
     expect::{Encap, ipv4_decremented, ipv6_decremented},
     fixture::{self, PORT, SERVICE4, SERVICE6},
     packets::{self, CLIENT_MAC, GATEWAY_MAC, l3, udp4, udp6},
+    router::{NEXT_HOP_MAC, router},
     xdp::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT},
 };
 
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x21);
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 21);
-const NEXT_HOP_MAC: [u8; 6] = [0x02, 0xca, 0x75, 0, 0, 0x99];
-
-/// A namespace where the edge's locator is reachable through a resolved neighbour and the
-/// core's locator through an unresolved one.
-struct Router {
-    ns: Namespace,
-    _peer: Namespace,
-    mac: [u8; 6],
-}
-
-fn router() -> Result<Router> {
-    let ns = Namespace::create(&unique_name("hp"))?;
-    let peer = Namespace::create(&unique_name("hpp"))?;
-    ns.veth_to("up0", &peer, "down0")?;
-    // ip -6 addr add fd00:99::1/64 dev up0 nodad
-    ns.ip(&["-6", "addr", "add", "fd00:99::1/64", "dev", "up0", "nodad"])?;
-    ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-    ns.sysctl("net.ipv4.conf.all.forwarding", "1")?;
-    // The edge (node 3) via a neighbour with a known MAC: the FIB can answer fully.
-    ns.ip(&[
-        "-6",
-        "neigh",
-        "add",
-        "fd00:99::2",
-        "lladdr",
-        "02:ca:75:00:00:99",
-        "nud",
-        "permanent",
-        "dev",
-        "up0",
-    ])?;
-    ns.ip(&["-6", "route", "add", "fc00:0:3::/48", "via", "fd00:99::2", "dev", "up0"])?;
-    // The core (node 2) via a neighbour nobody has resolved yet.
-    ns.ip(&["-6", "route", "add", "fc00:0:2::/48", "via", "fd00:99::3", "dev", "up0"])?;
-    let mac = mac_of(&ns, "up0")?;
-    Ok(Router { ns, _peer: peer, mac })
-}
-
-fn mac_of(ns: &Namespace, ifname: &str) -> Result<[u8; 6]> {
-    let out = ns.ip(&["-br", "link", "show", ifname])?;
-    let text = out.split_whitespace().nth(2).unwrap_or_default();
-    let mut mac = [0u8; 6];
-    for (i, part) in text.split(':').enumerate().take(6) {
-        mac[i] = u8::from_str_radix(part, 16)?;
-    }
-    Ok(mac)
-}
 
 /// Loads a private dataplane with the fixture's headend (weights edge, cloud) and runs `f`
 /// inside the router namespace.

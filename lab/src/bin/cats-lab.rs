@@ -29,6 +29,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the lab of a lab file, run cats on it and show where requests go.
+    Run {
+        /// The lab file, e.g. examples/smart-traffic/lab.yaml.
+        file: PathBuf,
+    },
     /// Forward frames between two interfaces with a one-way delay per direction.
     Delay(DelayArgs),
     /// Run an emulated compute instance.
@@ -107,6 +112,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let stop = stop_on_signals()?;
     match cli.command {
+        Command::Run { file } => cats_lab::run::run(&file, stop),
         Command::Delay(args) => delay(args, stop),
         Command::Instance(args) => instance(args, stop),
         Command::Client(args) => client(args, stop),

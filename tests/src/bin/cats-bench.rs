@@ -1,0 +1,127 @@
+//! cats-bench: what the headend XDP program costs per packet, measured with
+//! BPF_PROG_TEST_RUN against the trivial `cats_pass` program on the same frame.
+//!
+//! Runs as root. It builds its own pair of network namespaces (the router of the headend
+//! tests: the FIB knows the edge's locator through a resolved neighbour), loads two private
+//! dataplanes there and deletes everything again on exit, Ctrl-C included. The host's
+//! interfaces and routes are never touched.
+//!
+//! Two ways of timing, because the kernel's repeat loop does not restore the frame between
+//! runs (checked on every run, see `repeat_check`):
+//! - frames the program leaves as they are (`cats_pass`, traffic that is not for a service)
+//!   run `--repeat` times inside one BPF_PROG_TEST_RUN call;
+//! - frames the headend encapsulates run once per call, `--calls` calls, and the kernel's
+//!   per-call durations are summed. The same-method baseline pays the same fixed cost per
+//!   call, so ratios and differences are taken within a method.
+//!
+//! Every measurement is checked against the event and drop counters: a case whose packets did
+//! not all take the intended path (affinity hit, affinity miss, not a service) fails the run.
+
+#[path = "../bench/cases.rs"]
+mod cases;
+#[path = "../bench/system.rs"]
+mod system;
+
+use std::{process::ExitCode, time::Instant};
+
+use anyhow::{Result, bail};
+use cats_controller::netns;
+use cats_tests::router::router;
+
+use crate::cases::Bench;
+
+const USAGE: &str = "\
+usage: cats-bench [--repeat N] [--calls N] [--rounds N]
+
+  --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
+               (default 1000000)
+  --calls N    BPF_PROG_TEST_RUN calls of one run each for frames the headend
+               encapsulates (default 100000)
+  --rounds N   interleaved rounds; the median and min..max are printed (default 5)
+
+Must run as root: it creates (and removes) its own network namespaces.";
+
+/// Command line settings.
+#[derive(Clone, Copy, Debug)]
+pub struct Args {
+    pub repeat: u32,
+    pub calls: u32,
+    pub rounds: usize,
+}
+
+fn parse_args() -> Result<Option<Args>> {
+    let mut args = Args { repeat: 1_000_000, calls: 100_000, rounds: 5 };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            return Ok(None);
+        }
+        if !matches!(flag.as_str(), "--repeat" | "--calls" | "--rounds") {
+            bail!("unknown argument {arg:?}\n\n{USAGE}");
+        }
+        let Some(value) = inline.or_else(|| it.next()) else {
+            bail!("{flag} needs a number\n\n{USAGE}");
+        };
+        let n: u32 = value
+            .replace('_', "")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{flag}: {value:?} is not a positive number"))?;
+        if n == 0 {
+            bail!("{flag} must be at least 1");
+        }
+        match flag.as_str() {
+            "--repeat" => args.repeat = n,
+            "--calls" => args.calls = n,
+            _ => args.rounds = n as usize,
+        }
+    }
+    Ok(Some(args))
+}
+
+fn run(args: Args) -> Result<()> {
+    if !system::is_root() {
+        bail!("must run as root: it creates network namespaces and loads XDP programs");
+    }
+    system::catch_interrupts()?;
+    let started = Instant::now();
+    system::print_header(&args);
+    for (flag, n) in [("--repeat", args.repeat), ("--calls", args.calls)] {
+        if n < 100_000 {
+            println!("warning: {flag} {n} is below 100000: expect noisy numbers");
+        }
+    }
+
+    // Dropped at the end of this function (or on any error): both namespaces are deleted.
+    let r = router()?;
+    let mac = r.mac;
+    let report = netns::run_in(&r.ns.path(), move || Bench::new(args, mac)?.run())?;
+    drop(r);
+    report.print();
+    println!("total time {:.1} s (namespaces, loading, checks and measurements)", {
+        started.elapsed().as_secs_f64()
+    });
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cats-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cats-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
