@@ -247,7 +247,11 @@ impl Bench {
         let repeat_check = self.repeat_check()?;
         let mut cases = self.cases();
         for case in &mut cases {
-            self.measure(case, WARMUP)?;
+            let packets = match case.method {
+                Method::Loop => self.args.repeat,
+                Method::PerCall => self.args.calls,
+            };
+            self.measure(case, WARMUP.min(packets))?;
         }
         for round in 0..self.args.rounds {
             // Rotate the order so no case always runs right after the same neighbour.

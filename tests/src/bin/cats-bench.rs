@@ -96,15 +96,14 @@ fn run(args: Args) -> Result<()> {
         }
     }
 
-    // Dropped at the end of this function (or on any error): both namespaces are deleted.
+    // Both namespaces are deleted when `r` is dropped: below, or on the way out of an error.
     let r = router()?;
     let mac = r.mac;
     let report = netns::run_in(&r.ns.path(), move || Bench::new(args, mac)?.run())?;
     drop(r);
     report.print();
-    println!("total time {:.1} s (namespaces, loading, checks and measurements)", {
-        started.elapsed().as_secs_f64()
-    });
+    let secs = started.elapsed().as_secs_f64();
+    println!("total time {secs:.1} s (namespaces, loading, checks and measurements)");
     Ok(())
 }
 
