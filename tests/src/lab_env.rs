@@ -111,15 +111,12 @@ pub fn ask(sock: &UdpSocket, flow: u64, seq: u64) -> Result<(String, Duration)> 
     for _ in 0..6 {
         let sent = std::time::Instant::now();
         sock.send(&Request { flow, seq, sent_ns: 0 }.encode())?;
-        loop {
-            match sock.recv(&mut buf) {
-                Ok(n) => match Reply::decode(&buf[..n]) {
-                    Some(r) if r.flow == flow && r.seq == seq => {
-                        return Ok((r.instance, sent.elapsed()));
-                    }
-                    _ => continue,
-                },
-                Err(_) => break,
+        while let Ok(n) = sock.recv(&mut buf) {
+            match Reply::decode(&buf[..n]) {
+                Some(r) if r.flow == flow && r.seq == seq => {
+                    return Ok((r.instance, sent.elapsed()));
+                }
+                _ => continue,
             }
         }
     }

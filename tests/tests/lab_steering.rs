@@ -122,7 +122,7 @@ fn traffic_keeps_flowing_while_the_daemon_restarts_and_flows_keep_their_instance
 
 #[test]
 fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
-    let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    let env = LabEnv::start(|_| Ok(())).unwrap();
     let flow = env.flow("gw", service6()).unwrap();
     let (instance, _) = ask(&flow, 1, 0).unwrap();
     let before = env.daemon().status().unwrap();
