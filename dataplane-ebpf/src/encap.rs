@@ -15,22 +15,17 @@ use cats_common::{
 };
 
 use crate::{
+    headers::{EthHdr, Ipv6Hdr},
     maps::CONFIG,
     packet::{Family, Packet, ptr_at},
 };
 
+/// Everything H.Encaps puts in front of the inner packet, up to the segment list.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct OuterHeaders {
-    eth_dst: [u8; 6],
-    eth_src: [u8; 6],
-    ether_type: [u8; 2],
-    vtc_flow: [u8; 4],
-    payload_len: [u8; 2],
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
+    eth: EthHdr,
+    ip6: Ipv6Hdr,
     srh: SrhFixed,
 }
 
@@ -49,7 +44,7 @@ pub fn push(
         return Err(DropReason::NoSegments);
     }
     let first_sid = sid_at(target, count - 1, pkt.family)?;
-    let old_eth: [u8; 12] = crate::packet::read(ctx, 0)?;
+    let old_eth: EthHdr = crate::packet::read(ctx, 0)?;
 
     trim_padding(ctx, pkt.ip_len)?;
     let grow = encap_len(count) as i32;
@@ -63,21 +58,17 @@ pub fn push(
         Family::V4 => IPPROTO_IPIP,
     };
     let srh_len = SRH_FIXED_LEN + count * SEGMENT_LEN;
-    let mut eth_dst = [0u8; 6];
-    let mut eth_src = [0u8; 6];
-    eth_dst.copy_from_slice(&old_eth[..6]);
-    eth_src.copy_from_slice(&old_eth[6..]);
     let flow_label = hash & 0x000f_ffff;
     let outer = OuterHeaders {
-        eth_dst,
-        eth_src,
-        ether_type: ETH_P_IPV6.to_be_bytes(),
-        vtc_flow: (0x6000_0000u32 | flow_label).to_be_bytes(),
-        payload_len: ((srh_len + pkt.ip_len) as u16).to_be_bytes(),
-        next_header: IPPROTO_ROUTING,
-        hop_limit: config.hop_limit,
-        src: config.encap_source,
-        dst: first_sid,
+        eth: EthHdr { dst: old_eth.dst, src: old_eth.src, ether_type: ETH_P_IPV6.to_be_bytes() },
+        ip6: Ipv6Hdr {
+            vtc_flow: (0x6000_0000u32 | flow_label).to_be_bytes(),
+            payload_len: ((srh_len + pkt.ip_len) as u16).to_be_bytes(),
+            next_header: IPPROTO_ROUTING,
+            hop_limit: config.hop_limit,
+            src: config.encap_source,
+            dst: first_sid,
+        },
         srh: SrhFixed::for_segments(inner_next, count as u8, target.cs_id),
     };
     let head = ptr_at::<OuterHeaders>(ctx, 0)?;

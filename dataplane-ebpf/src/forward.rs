@@ -13,25 +13,14 @@ use cats_common::{
     srh::{ETH_HLEN, IPV6_HLEN},
 };
 
-use crate::{counters, packet::ptr_at};
+use crate::{counters, headers::Ipv6Hdr, packet::ptr_at};
 
 const AF_INET6: u8 = 10;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct OuterAddrs {
-    vtc_flow: [u8; 4],
-    payload_len: [u8; 2],
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-}
 
 /// Sends the (already encapsulated) frame towards its outer destination.
 #[inline(always)]
 pub fn send(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let outer = ptr_at::<OuterAddrs>(ctx, ETH_HLEN)?;
+    let outer = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
     // SAFETY: in bounds (ptr_at).
     let outer = unsafe { core::ptr::read_unaligned(outer) };
 

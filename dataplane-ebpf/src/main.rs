@@ -9,6 +9,7 @@ mod counters;
 mod encap;
 mod forward;
 mod headend;
+mod headers;
 mod maps;
 mod packet;
 

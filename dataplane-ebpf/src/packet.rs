@@ -3,6 +3,8 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
+
+use crate::headers::{EthHdr, Ipv4Hdr, Ipv6Hdr};
 use cats_common::{
     counters::DropReason,
     srh::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HLEN, IPV6_HLEN},
@@ -54,40 +56,6 @@ pub struct Packet {
 pub struct Ports {
     pub src: u16,
     pub dst: u16,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct EthHdr {
-    dst: [u8; 6],
-    src: [u8; 6],
-    ether_type: [u8; 2],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv6Hdr {
-    vtc_flow: [u8; 4],
-    payload_len: [u8; 2],
-    next_header: u8,
-    hop_limit: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv4Hdr {
-    version_ihl: u8,
-    tos: u8,
-    tot_len: [u8; 2],
-    id: [u8; 2],
-    frag_off: [u8; 2],
-    ttl: u8,
-    proto: u8,
-    check: [u8; 2],
-    src: [u8; 4],
-    dst: [u8; 4],
 }
 
 const IPV4_MF: u16 = 0x2000;
