@@ -52,3 +52,44 @@ pub fn changed_enough(used: &BTreeMap<String, f64>, new: &BTreeMap<String, f64>)
         (a - b).abs() >= MIN_CHANGE
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_ms() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    #[test]
+    fn fresh_reports_count_stale_and_broken_ones_do_not() {
+        let dir = std::env::temp_dir().join(format!("cats-metrics-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, body: String| std::fs::write(dir.join(name), body).unwrap();
+        write(
+            "a.json",
+            format!(r#"{{"instance":"a","utilization":0.4,"updated_unix_ms":{}}}"#, now_ms()),
+        );
+        write(
+            "b.json",
+            format!(
+                r#"{{"instance":"b","utilization":0.9,"updated_unix_ms":{}}}"#,
+                now_ms() - 60_000
+            ),
+        );
+        write("c.json", "{half written".into());
+        write("d.txt", "not a report".into());
+        let got = read_utilization(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got, BTreeMap::from([("a".to_string(), 0.4)]));
+    }
+
+    #[test]
+    fn small_changes_are_dampened() {
+        let used = BTreeMap::from([("a".to_string(), 0.40)]);
+        assert!(!changed_enough(&used, &BTreeMap::from([("a".to_string(), 0.45)])));
+        assert!(changed_enough(&used, &BTreeMap::from([("a".to_string(), 0.55)])));
+        // A report that goes stale counts as 0: a big drop is a change.
+        assert!(changed_enough(&used, &BTreeMap::new()));
+    }
+}

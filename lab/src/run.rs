@@ -242,13 +242,17 @@ fn observe(
     println!("\nwhole run:");
     for name in names {
         let v = total.rtts_ms.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        println!(
-            "  {name:<10} {:>6} replies  mean {:>6.1} ms  p99 {:>6.1} ms  flows {}",
-            v.len(),
-            mean(v),
-            p99(v),
-            total.new_flows.get(name).unwrap_or(&0)
-        );
+        let flows = total.new_flows.get(name).unwrap_or(&0);
+        if v.is_empty() {
+            println!("  {name:<10} {:>6} replies", 0);
+        } else {
+            println!(
+                "  {name:<10} {:>6} replies  mean {:>6.1} ms  p99 {:>6.1} ms  new flows {flows}",
+                v.len(),
+                mean(v),
+                p99(v)
+            );
+        }
     }
     println!("  lost       {:>6}", total.lost);
     Ok(())

@@ -347,7 +347,7 @@ impl Kernel {
             })?
         };
         for line in changed {
-            tracing::info!("sysctl {line}");
+            tracing::debug!("sysctl {line}");
         }
         Ok(())
     }

@@ -101,30 +101,27 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Validate { dir } => {
             let intent = daemon::validate(&dir)?;
-            println!(
+            print(&format!(
                 "{}: valid ({} nodes, {} links, {} services, {} policies)",
                 dir.display(),
                 intent.topology.nodes.len(),
                 intent.topology.links.len(),
                 intent.services.len(),
                 intent.policies.len()
-            );
-            Ok(())
+            ))
         }
         Command::Compile { dir, node, explain } => {
             let intent = daemon::validate(&dir)?;
             let compiled = compile::compile(&intent, &Metrics::default(), 1)?;
             if explain {
-                println!("{}", serde_json::to_string_pretty(&compiled.decisions)?);
-                return Ok(());
+                return print(&serde_json::to_string_pretty(&compiled.decisions)?);
             }
             let nodes: Vec<_> = compiled
                 .nodes
                 .values()
                 .filter(|s| node.as_ref().is_none_or(|n| &s.node == n))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&nodes)?);
-            Ok(())
+            print(&serde_json::to_string_pretty(&nodes)?)
         }
         Command::Cleanup { nodes, netns_prefix, bpffs } => {
             for node in &nodes {
@@ -143,6 +140,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Prints a result; a closed pipe (`catsd compile ... | head`) is not an error.
+fn print(text: &str) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

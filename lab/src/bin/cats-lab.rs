@@ -102,14 +102,18 @@ struct ClientArgs {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // `run` prints its own table; the daemon's and relays' logs would drown it (RUST_LOG=info
+    // brings them back).
+    let default_level = if matches!(cli.command, Command::Run { .. }) { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let stop = stop_on_signals()?;
     match cli.command {
         Command::Run { file } => cats_lab::run::run(&file, stop),
