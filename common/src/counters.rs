@@ -48,6 +48,24 @@ named_index! {
         /// The service is matched by port, but the ports cannot be read (a fragment, or IPv6
         /// extension headers before the transport header).
         PortsUnreadable = 7 => "ports_unreadable",
+        /// SRH fields disagree (RFC 8754 4.3.1.1): Hdr Ext Len too small for Last Entry,
+        /// Segments Left > Last Entry + 1, or an odd Hdr Ext Len.
+        SrhInvalid = 8 => "srh_invalid",
+        /// A TLV in the SRH runs past the header's end.
+        TlvInvalid = 9 => "tlv_invalid",
+        /// A second routing header follows the SRH (RFC 8200 allows one).
+        RoutingHeaderRepeated = 10 => "routing_header_repeated",
+        /// More extension headers before the SRH than the program walks.
+        TooManyExtensionHeaders = 11 => "too_many_extension_headers",
+        /// A fragment of a packet addressed to a local SID: not reassembled in XDP.
+        Fragment = 12 => "fragment",
+        /// End.DX/End.DT reached with Segments Left above 0 (RFC 8986 4.4-4.6).
+        NotLastSegment = 13 => "not_last_segment",
+        /// The payload after the last SID is not the family the behaviour decapsulates.
+        WrongPayload = 14 => "wrong_payload",
+        /// From an interface outside the SR domain, to an address in the SID block
+        /// (RFC 8754 section 5.1).
+        OutsideDomain = 15 => "outside_domain",
     }
 }
 
@@ -68,5 +86,18 @@ named_index! {
         HopLimitToStack = 5 => "hop_limit_to_stack",
         /// Encapsulated and sent back out of the receiving interface.
         Transmitted = 6 => "transmitted",
+        /// Endpoint program: not for a local SID and not SR transit: passed untouched.
+        NotForUs = 7 => "not_for_us",
+        /// A local SID behaviour ran: End, End.X (segment advanced).
+        SegmentAdvanced = 8 => "segment_advanced",
+        /// A local SID behaviour ran: End.DX6, End.DX4, End.DT6 (decapsulated).
+        Decapsulated = 9 => "decapsulated",
+        /// SRv6 transit: destination in the SID block, not local, forwarded by the FIB.
+        TransitForwarded = 10 => "transit_forwarded",
+        /// Left to the kernel on purpose: SL 0 at End, an unknown function of a local
+        /// locator, a non-SRH routing header with segments left, or an unresolved neighbour.
+        EndpointToStack = 11 => "endpoint_to_stack",
+        /// PSP removed the SRH at the penultimate segment.
+        SrhPopped = 12 => "srh_popped",
     }
 }

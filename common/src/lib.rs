@@ -17,5 +17,16 @@ mod pod {
     macro_rules! pod {
         ($($t:ty),* $(,)?) => { $( unsafe impl aya::Pod for $t {} )* };
     }
-    pod!(ServiceKey, ServiceEntry, InstanceTarget, FlowKey, FlowEntry, HeadendConfig, Counter);
+    pod!(
+        ServiceKey,
+        ServiceEntry,
+        InstanceTarget,
+        FlowKey,
+        FlowEntry,
+        HeadendConfig,
+        Counter,
+        SidKey,
+        SidEntry,
+        InterfaceFlags,
+    );
 }

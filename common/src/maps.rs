@@ -6,6 +6,8 @@
 //! - `CATS_LOOKUP`    agent writes (Maglev table per service slot); XDP reads on a flow miss.
 //! - `CATS_TARGETS`   agent writes (instance slot -> segment list); XDP reads per packet.
 //! - `CATS_AFFINITY`  XDP writes (flow -> instance pin, LRU); agent reads for dumps.
+//! - `CATS_SIDS`      agent writes (local SIDs and locators, LPM); endpoint XDP reads.
+//! - `CATS_INTERFACES` agent writes (external interfaces); endpoint XDP reads.
 //! - `CATS_*_STATS`, `CATS_DROPS`, `CATS_EVENTS` XDP writes (per CPU); agent sums on read.
 
 pub const MAP_CONFIG: &str = "CATS_CONFIG";
@@ -17,9 +19,13 @@ pub const MAP_SERVICE_STATS: &str = "CATS_SERVICE_STATS";
 pub const MAP_INSTANCE_STATS: &str = "CATS_INSTANCE_STATS";
 pub const MAP_DROPS: &str = "CATS_DROPS";
 pub const MAP_EVENTS: &str = "CATS_EVENTS";
+pub const MAP_SIDS: &str = "CATS_SIDS";
+pub const MAP_INTERFACES: &str = "CATS_INTERFACES";
 
 /// Name of the headend XDP program in the object file.
 pub const PROG_HEADEND: &str = "cats_headend";
+/// Name of the endpoint XDP program: local SIDs, SRv6 transit, SR-domain protection.
+pub const PROG_ENDPOINT: &str = "cats_endpoint";
 /// A program that passes everything: the benchmark baseline, and the receive hook that lets a
 /// veth accept XDP-redirected frames.
 pub const PROG_PASS: &str = "cats_pass";
@@ -87,7 +93,7 @@ pub struct InstanceTarget {
     pub segments: [[u8; 16]; MAX_SEGMENTS],
 }
 
-/// Per-node settings of the headend.
+/// Per-node settings of the headend and endpoint programs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadendConfig {
@@ -95,5 +101,79 @@ pub struct HeadendConfig {
     pub encap_source: [u8; 16],
     /// Outer hop limit.
     pub hop_limit: u8,
-    pub _pad: [u8; 7],
+    /// Prefix length of `sr_block` (0: no SR domain configured).
+    pub sr_block_len: u8,
+    pub _pad: [u8; 6],
+    /// The SR domain's SID block: transit forwarding and domain protection use it.
+    pub sr_block: [u8; 16],
+}
+
+/// Local SIDs (and whole locators) in an LPM trie: the longest match decides.
+pub const MAX_LOCAL_SIDS: u32 = 4096;
+/// Interfaces one node marks (external ones).
+pub const MAX_INTERFACES: u32 = 256;
+
+/// SRv6 endpoint behaviours the XDP endpoint runs (RFC 8986).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// A locator of this node, no SID at this function: left to the kernel.
+    Locator = 0,
+    End = 1,
+    EndX = 2,
+    EndDx6 = 3,
+    EndDx4 = 4,
+    EndDt6 = 5,
+}
+
+impl Behavior {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Locator),
+            1 => Some(Self::End),
+            2 => Some(Self::EndX),
+            3 => Some(Self::EndDx6),
+            4 => Some(Self::EndDx4),
+            5 => Some(Self::EndDt6),
+            _ => None,
+        }
+    }
+}
+
+/// Penultimate Segment Pop: remove the SRH when Segments Left becomes 0.
+pub const FLAVOR_PSP: u8 = 1;
+/// Ultimate Segment Decapsulation: at Segments Left 0, decapsulate like End.DT6/DT4.
+pub const FLAVOR_USD: u8 = 2;
+
+/// Key of the SID trie: prefix length in bits, then the address (the kernel's LPM layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SidKey {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+
+/// What a local SID does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SidEntry {
+    /// A [`Behavior`] as u8.
+    pub behavior: u8,
+    /// `FLAVOR_*` bits.
+    pub flavors: u8,
+    pub _pad: [u8; 2],
+    /// End.DT6: routing table id (254 = main).
+    pub table: u32,
+    /// End.X: the adjacent node's address; End.DX6: the instance's address; End.DX4: the
+    /// instance's IPv4 address, IPv4-mapped.
+    pub nexthop: [u8; 16],
+}
+
+/// Per-interface flags of the endpoint program, keyed by ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InterfaceFlags {
+    /// Outside the SR domain: packets to the SID block are dropped (RFC 8754 5.1).
+    pub external: u8,
+    pub _pad: [u8; 3],
 }

@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnetwork::IpNetwork;
+use ipnetwork::{IpNetwork, Ipv6Network};
 use serde::{Deserialize, Serialize};
 
 /// Everything one node must hold.
@@ -23,6 +23,28 @@ pub struct NodeState {
     pub sids: Vec<LocalSid>,
     /// Headend state, for nodes that steer service traffic.
     pub headend: Option<HeadendState>,
+    /// XDP endpoint state, for nodes whose dataplane is `xdp` (the kernel's seg6local routes
+    /// above stay installed as the slow path).
+    #[serde(default)]
+    pub endpoint: Option<EndpointState>,
+}
+
+/// What the XDP endpoint program of a node needs besides the SIDs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EndpointState {
+    /// Interfaces the endpoint program is attached to (the node's SR-domain links, and its
+    /// external interfaces so that protection applies there).
+    pub interfaces: Vec<String>,
+    /// Interfaces outside the SR domain: packets to the SID block are dropped there.
+    pub external_interfaces: Vec<String>,
+    /// The domain's SID block: transit forwarding and protection use it.
+    pub sr_block: Ipv6Network,
+    /// This node's locators: a destination inside one without a SID goes to the kernel.
+    pub locators: Vec<Ipv6Network>,
+    /// Penultimate Segment Pop on this node's End and End.X SIDs.
+    pub psp: bool,
+    /// Ultimate Segment Decapsulation on this node's End SIDs.
+    pub usd: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -54,6 +76,8 @@ pub struct LocalSid {
 pub enum SidBehavior {
     /// Advance to the next segment.
     End,
+    /// Advance to the next segment and send it to this adjacent node.
+    EndX { nexthop: Ipv6Addr },
     /// Decapsulate, forward the IPv6 payload to `nexthop`.
     EndDx6 { nexthop: Ipv6Addr },
     /// Decapsulate, forward the IPv4 payload to `nexthop`.

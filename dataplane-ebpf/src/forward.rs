@@ -1,4 +1,10 @@
-//! Forwarding the encapsulated packet: the kernel FIB picks the next hop and its MAC addresses.
+//! Forwarding with the kernel's FIB: look the next hop up (route, egress interface, neighbour
+//! MAC addresses), then rewrite Ethernet and redirect.
+//!
+//! The endpoint looks up *before* it changes a packet, so that when the FIB cannot answer
+//! fully (no neighbour entry yet) it hands the unchanged packet to the kernel, whose own SRv6
+//! routes are the slow path. The headend looks up after encapsulating: the stack can forward
+//! an encapsulated packet as it is.
 
 use aya_ebpf::{
     bindings::{
@@ -15,58 +21,119 @@ use cats_common::{
 
 use crate::{counters, headers::Ipv6Hdr, packet::ptr_at};
 
+const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+const BPF_FIB_LOOKUP_TBID: u32 = 8;
 
-/// Sends the (already encapsulated) frame towards its outer destination.
+/// Where to look the next hop up.
+#[derive(Clone, Copy)]
+pub enum Destination {
+    V6([u8; 16]),
+    V4([u8; 4]),
+}
+
+/// A resolved next hop.
+pub struct NextHop {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+}
+
+/// What the FIB said.
+pub enum Lookup {
+    Resolved(NextHop),
+    /// Route found but no neighbour entry, a local destination, or forwarding off.
+    ToStack,
+}
+
+/// Looks `dst` up for a packet of `tot_len` bytes (IP header included) that came in on the
+/// context's interface. `table` selects a routing table (0: the main table as routed).
 #[inline(always)]
-pub fn send(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let outer = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
-    // SAFETY: in bounds (ptr_at).
-    let outer = unsafe { core::ptr::read_unaligned(outer) };
-
-    // SAFETY: an all-zero bpf_fib_lookup is a valid starting value (plain integers and unions).
+pub fn lookup(
+    ctx: &XdpContext,
+    dst: Destination,
+    tot_len: u16,
+    table: u32,
+) -> Result<Lookup, DropReason> {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid starting value (plain integers, unions).
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    params.family = AF_INET6;
-    params.l4_protocol = outer.next_header;
     params.ifindex = ctx.ingress_ifindex() as u32;
-    params.__bindgen_anon_1.tot_len =
-        (IPV6_HLEN as u16).wrapping_add(u16::from_be_bytes(outer.payload_len));
-    // SAFETY: writing plain arrays into unions of plain arrays.
-    unsafe {
-        params.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(outer.src);
-        params.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(outer.dst);
+    params.__bindgen_anon_1.tot_len = tot_len;
+    match dst {
+        Destination::V6(addr) => {
+            params.family = AF_INET6;
+            // SAFETY: writing a plain array into a union of plain arrays.
+            unsafe {
+                params.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(addr)
+            };
+        }
+        Destination::V4(addr) => {
+            params.family = AF_INET;
+            params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(addr);
+        }
     }
-
+    let mut flags = 0;
+    if table != 0 {
+        // The table id shares the union with the VLAN fields on input.
+        params.__bindgen_anon_5.tbid = table;
+        flags = BPF_FIB_LOOKUP_TBID;
+    }
     // SAFETY: params lives on this stack frame for the duration of the call.
     let rc = unsafe {
-        fib_lookup(ctx.ctx as *mut _, &mut params, core::mem::size_of::<bpf_fib_lookup>() as i32, 0)
+        fib_lookup(
+            ctx.ctx as *mut _,
+            &mut params,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            flags,
+        )
     };
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => {}
+        BPF_FIB_LKUP_RET_SUCCESS => Ok(Lookup::Resolved(NextHop {
+            ifindex: params.ifindex,
+            smac: params.smac,
+            dmac: params.dmac,
+        })),
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
-            return Err(DropReason::Unreachable);
+            Err(DropReason::Unreachable)
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Err(DropReason::FragNeeded),
-        // No neighbour entry yet, a local destination, or forwarding off: the stack knows best,
-        // and resolves the neighbour for the next packets.
-        _ => {
-            counters::event(Event::EncapToStack);
-            return Ok(xdp_action::XDP_PASS);
-        }
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(DropReason::FragNeeded),
+        _ => Ok(Lookup::ToStack),
     }
+}
 
+/// Writes the next hop's MAC addresses into the frame and sends it: XDP_TX back out of the
+/// receiving interface, else a redirect.
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, hop: &NextHop, event_redirect: Event) -> Result<u32, DropReason> {
     let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
     let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&params.dmac);
-    macs[6..].copy_from_slice(&params.smac);
+    macs[..6].copy_from_slice(&hop.dmac);
+    macs[6..].copy_from_slice(&hop.smac);
     // SAFETY: in bounds (ptr_at).
     unsafe { core::ptr::write_unaligned(eth, macs) };
-
-    if params.ifindex == ctx.ingress_ifindex() as u32 {
+    if hop.ifindex == ctx.ingress_ifindex() as u32 {
         counters::event(Event::Transmitted);
         return Ok(xdp_action::XDP_TX);
     }
-    counters::event(Event::Redirected);
+    counters::event(event_redirect);
     // SAFETY: bpf_redirect takes an ifindex and flags; the kernel validates the ifindex.
-    Ok(unsafe { bpf_redirect(params.ifindex, 0) } as u32)
+    Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
+}
+
+/// Sends the (already encapsulated) frame towards its outer destination.
+#[inline(always)]
+pub fn send_encapsulated(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let outer = ptr_at::<Ipv6Hdr>(ctx, ETH_HLEN)?;
+    // SAFETY: in bounds (ptr_at).
+    let outer = unsafe { core::ptr::read_unaligned(outer) };
+    let tot_len = (IPV6_HLEN as u16).wrapping_add(u16::from_be_bytes(outer.payload_len));
+    match lookup(ctx, Destination::V6(outer.dst), tot_len, 0)? {
+        Lookup::Resolved(hop) => transmit(ctx, &hop, Event::Redirected),
+        // No neighbour entry yet, a local destination, or forwarding off: the stack knows
+        // best, and resolves the neighbour for the next packets.
+        Lookup::ToStack => {
+            counters::event(Event::EncapToStack);
+            Ok(xdp_action::XDP_PASS)
+        }
+    }
 }

@@ -42,7 +42,7 @@ pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
     packet::decrement_hop_limit(ctx, pkt.family)?;
     encap::push(ctx, &pkt, target, hash)?;
     counters::steered(service.slot, instance_slot, pkt.ip_len as u64);
-    forward::send(ctx)
+    forward::send_encapsulated(ctx)
 }
 
 /// Finds the service a packet belongs to: `None` for everything else.

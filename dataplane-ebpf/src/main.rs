@@ -7,17 +7,30 @@
 
 mod counters;
 mod encap;
+mod endpoint;
 mod forward;
 mod headend;
 mod headers;
 mod maps;
 mod packet;
+mod srv6;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn cats_headend(ctx: XdpContext) -> u32 {
     match headend::steer(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            counters::drop(reason);
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[xdp]
+pub fn cats_endpoint(ctx: XdpContext) -> u32 {
+    match endpoint::process(&ctx) {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);

@@ -3,8 +3,9 @@
 //! can load private copies.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use cats_common::{
     counters::{Counter, DropReason, Event},
@@ -40,3 +41,10 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::C
 
 #[map(name = "CATS_EVENTS")]
 pub static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Event::COUNT, 0);
+
+#[map(name = "CATS_SIDS")]
+pub static SIDS: LpmTrie<[u8; 16], SidEntry> =
+    LpmTrie::with_max_entries(MAX_LOCAL_SIDS, BPF_F_NO_PREALLOC);
+
+#[map(name = "CATS_INTERFACES")]
+pub static INTERFACES: HashMap<u32, InterfaceFlags> = HashMap::with_max_entries(MAX_INTERFACES, 0);

@@ -6,4 +6,5 @@ pub mod fixture;
 pub mod lab_env;
 pub mod packets;
 pub mod router;
+pub mod srv6;
 pub mod xdp;

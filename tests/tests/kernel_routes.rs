@@ -137,6 +137,7 @@ fn node_state() -> NodeState {
             sid("fc00:0:1:d7::", SidBehavior::EndDt6 { table: 254 }, "lo"),
         ],
         headend: None,
+        endpoint: None,
     }
 }
 
@@ -438,6 +439,7 @@ fn kernel_seg6_headend_reaches_a_destination_through_the_cats_end_dx6_sid() {
         routes: vec![],
         sids: vec![sid("fc00:b::d6", SidBehavior::EndDx6 { nexthop: v6("fc00:bc::2") }, "bc")],
         headend: None,
+        endpoint: None,
     };
     let changes = apply(&b, &state);
     assert_eq!(changes.added.len(), 4, "{changes:?}");

@@ -621,6 +621,7 @@ impl RouteSpec {
                 line += " encap seg6local action ";
                 line += &match behavior {
                     SidBehavior::End => "End".to_string(),
+                    SidBehavior::EndX { nexthop } => format!("End.X nh6 {nexthop}"),
                     SidBehavior::EndDx6 { nexthop } => format!("End.DX6 nh6 {nexthop}"),
                     SidBehavior::EndDx4 { nexthop } => format!("End.DX4 nh4 {nexthop}"),
                     SidBehavior::EndDt6 { table } => format!("End.DT6 table {table}"),
@@ -685,6 +686,10 @@ impl RouteSpec {
 fn seg6local_attributes(behavior: &SidBehavior) -> Vec<RouteSeg6LocalTunnel> {
     match behavior {
         SidBehavior::End => vec![RouteSeg6LocalTunnel::Action(Seg6LocalAction::End)],
+        SidBehavior::EndX { nexthop } => vec![
+            RouteSeg6LocalTunnel::Action(Seg6LocalAction::EndX),
+            RouteSeg6LocalTunnel::Nh6(*nexthop),
+        ],
         SidBehavior::EndDx6 { nexthop } => vec![
             RouteSeg6LocalTunnel::Action(Seg6LocalAction::EndDx6),
             RouteSeg6LocalTunnel::Nh6(*nexthop),
@@ -715,6 +720,7 @@ fn seg6local_behavior(attributes: &[RouteSeg6LocalTunnel]) -> Option<SidBehavior
     }
     match (action?, nh6, nh4, table) {
         (Seg6LocalAction::End, None, None, None) => Some(SidBehavior::End),
+        (Seg6LocalAction::EndX, Some(nexthop), None, None) => Some(SidBehavior::EndX { nexthop }),
         (Seg6LocalAction::EndDx6, Some(nexthop), None, None) => {
             Some(SidBehavior::EndDx6 { nexthop })
         }

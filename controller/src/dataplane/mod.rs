@@ -3,6 +3,7 @@
 
 pub mod maglev;
 pub mod program;
+pub mod sids;
 pub mod stats;
 pub mod tables;
 

@@ -16,8 +16,9 @@ use aya::{
     },
 };
 use cats_common::maps::{
-    MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_INSTANCE_STATS, MAP_LOOKUP,
-    MAP_SERVICE_STATS, MAP_SERVICES, MAP_TARGETS, PROG_HEADEND, PROG_PASS,
+    MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_INSTANCE_STATS, MAP_INTERFACES,
+    MAP_LOOKUP, MAP_SERVICE_STATS, MAP_SERVICES, MAP_SIDS, MAP_TARGETS, PROG_ENDPOINT,
+    PROG_HEADEND, PROG_PASS,
 };
 use tracing::{debug, info};
 
@@ -25,7 +26,7 @@ use tracing::{debug, info};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cats-dataplane"));
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_CONFIG,
     MAP_SERVICES,
     MAP_LOOKUP,
@@ -35,6 +36,8 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_INSTANCE_STATS,
     MAP_DROPS,
     MAP_EVENTS,
+    MAP_SIDS,
+    MAP_INTERFACES,
 ];
 
 /// How an attachment came about.
@@ -71,7 +74,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).context("loading the cats XDP object")?;
-        for name in [PROG_HEADEND, PROG_PASS] {
+        for name in [PROG_HEADEND, PROG_ENDPOINT, PROG_PASS] {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?

@@ -146,6 +146,17 @@ pub struct TableChanges {
 }
 
 impl Dataplane {
+    /// Changes the node configuration entry in place: the headend owns the encap fields, the
+    /// endpoint the SID block, and neither clobbers the other's.
+    pub fn update_config(&mut self, change: impl FnOnce(&mut HeadendConfig)) -> Result<()> {
+        let mut map: Array<&mut MapData, HeadendConfig> =
+            Array::try_from(self.ebpf_mut().map_mut(MAP_CONFIG).context("no config map")?)?;
+        let mut config = map.get(&0, 0)?;
+        change(&mut config);
+        map.set(0, config, 0)?;
+        Ok(())
+    }
+
     /// Brings the headend maps to `state`. Everything is validated before the first write, so a
     /// state that cannot be applied leaves the maps as they were.
     pub fn apply_headend(&mut self, state: &HeadendState) -> Result<TableChanges> {
@@ -167,18 +178,14 @@ impl Dataplane {
         let services = service_entries(state)?;
         let tables: Vec<(u32, Vec<u32>)> =
             state.services.iter().map(|s| (s.slot, lookup_table(state, s))).collect();
-        let config = HeadendConfig {
-            encap_source: state.encap_source.octets(),
-            hop_limit: OUTER_HOP_LIMIT,
-            _pad: [0; 7],
-        };
+        let encap_source = state.encap_source.octets();
+        self.update_config(|c| {
+            c.encap_source = encap_source;
+            c.hop_limit = OUTER_HOP_LIMIT;
+        })?;
 
         let mut changes = TableChanges::default();
         let ebpf = self.ebpf_mut();
-
-        let mut config_map: Array<&mut MapData, HeadendConfig> =
-            Array::try_from(ebpf.map_mut(MAP_CONFIG).context("no config map")?)?;
-        config_map.set(0, config, 0)?;
 
         let mut target_map: Array<&mut MapData, InstanceTarget> =
             Array::try_from(ebpf.map_mut(MAP_TARGETS).context("no targets map")?)?;
