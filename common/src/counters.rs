@@ -84,7 +84,8 @@ named_index! {
         EncapToStack = 4 => "encap_to_stack",
         /// Hop limit or TTL would expire here: passed to the stack to send ICMP.
         HopLimitToStack = 5 => "hop_limit_to_stack",
-        /// Encapsulated and sent back out of the receiving interface.
+        /// Sent back out of the receiving interface (a hairpin), on top of the decision's
+        /// own event.
         Transmitted = 6 => "transmitted",
         /// Endpoint program: not for a local SID and not SR transit: passed untouched.
         NotForUs = 7 => "not_for_us",

@@ -13,6 +13,10 @@ pub const FUNC_NODE_ADDRESS: u16 = 0x0000;
 pub const FUNC_END: u16 = 0x0001;
 /// Function of the node's End.DT6 SID (decapsulate, look up the main table).
 pub const FUNC_END_DT6: u16 = 0x0006;
+/// Functions of the node's End.X SIDs: this plus the adjacency (link) number.
+pub const FUNC_END_X_BASE: u16 = 0x0100;
+/// Adjacencies an End.X function can name.
+pub const MAX_ADJACENCIES: u16 = 0x3F00;
 /// Compute SID whose payload is IPv6: End.DX6 to the instance.
 pub const FUNC_COMPUTE_V6: u16 = 0x4000;
 /// Compute SID whose payload is IPv4: End.DX4 to the instance.
@@ -25,6 +29,10 @@ pub enum SidFunction {
     NodeAddress,
     End,
     EndDt6,
+    /// Advance and send to adjacency `adjacency`.
+    EndX {
+        adjacency: u16,
+    },
     /// Deliver the IPv6 payload to instance `instance` of service `cs_id`.
     ComputeV6 {
         cs_id: u16,
@@ -86,6 +94,9 @@ pub const fn decode(sid: &[u8; 16]) -> SidFunction {
             FUNC_NODE_ADDRESS if argument == 1 => SidFunction::NodeAddress,
             FUNC_END if argument == 0 => SidFunction::End,
             FUNC_END_DT6 if argument == 0 => SidFunction::EndDt6,
+            f if f >= FUNC_END_X_BASE && f < FUNC_END_X_BASE + MAX_ADJACENCIES && argument == 0 => {
+                SidFunction::EndX { adjacency: f - FUNC_END_X_BASE }
+            }
             _ => SidFunction::Unknown { function, argument },
         },
     }

@@ -101,8 +101,8 @@ pub fn lookup(
     }
 }
 
-/// Writes the next hop's MAC addresses into the frame and sends it: XDP_TX back out of the
-/// receiving interface, else a redirect.
+/// Writes the next hop's MAC addresses into the frame and redirects it to the next hop's
+/// interface (which may be the receiving one: counted as `transmitted`).
 #[inline(always)]
 pub fn transmit(ctx: &XdpContext, hop: &NextHop, event_redirect: Event) -> Result<u32, DropReason> {
     let eth = ptr_at::<[u8; 12]>(ctx, 0)?;
@@ -111,11 +111,13 @@ pub fn transmit(ctx: &XdpContext, hop: &NextHop, event_redirect: Event) -> Resul
     macs[6..].copy_from_slice(&hop.smac);
     // SAFETY: in bounds (ptr_at).
     unsafe { core::ptr::write_unaligned(eth, macs) };
+    // Back out of the receiving interface too goes by redirect, not XDP_TX: on a veth whose
+    // frames arrive from the stack (not from another XDP program), XDP_TX frames were lost in
+    // the lab while redirects to the same ifindex are delivered.
+    counters::event(event_redirect);
     if hop.ifindex == ctx.ingress_ifindex() as u32 {
         counters::event(Event::Transmitted);
-        return Ok(xdp_action::XDP_TX);
     }
-    counters::event(event_redirect);
     // SAFETY: bpf_redirect takes an ifindex and flags; the kernel validates the ifindex.
     Ok(unsafe { bpf_redirect(hop.ifindex, 0) } as u32)
 }

@@ -5,8 +5,9 @@
 //! Addresses the lab owns (cats' agents add the link and router addresses themselves):
 //! - ingress node: its headend interface holds the first host of each node prefix
 //!   (`fd00:10::1/64`, `198.18.10.1/24`); the client namespace behind it holds `::100`/`.100`.
-//! - egress node: bridge `lan` holds the first host of each prefix; each instance namespace
-//!   holds the instance's addresses on `eth0` and every service address on `lo`.
+//! - egress node: the veth to its instance (or bridge `lan`, with several) holds the first
+//!   host of each prefix; each instance namespace holds the instance's addresses on `eth0` and
+//!   every service address on `lo`.
 
 use std::{
     collections::BTreeMap,
@@ -210,14 +211,18 @@ impl LabNetwork {
         Ok(())
     }
 
-    /// Bridge `lan` on the egress node and a namespace per instance on it.
+    /// A namespace per instance behind the egress node. One instance gets a point-to-point
+    /// veth whose node end holds the LAN addresses: XDP can redirect into a veth, not into a
+    /// bridge. Several instances share a bridge `lan` (then End.DX in XDP hands the packet to
+    /// the kernel's seg6local: use `dataplane: kernel` for such nodes).
     fn instance_lan(&mut self, node: &Node, hosted: &[(&Instance, Vec<IpAddr>)]) -> Result<()> {
         let router = &self.nodes[&node.name];
-        router.ip(&["link", "add", "lan", "type", "bridge"])?;
-        router.ip(&["link", "set", "lan", "up"])?;
-        for prefix in &node.prefixes {
-            router.ip(&["addr", "add", &host(prefix, NODE_HOST).to_string(), "dev", "lan"])?;
+        let shared = hosted.len() > 1;
+        if shared {
+            router.ip(&["link", "add", "lan", "type", "bridge"])?;
+            router.ip(&["link", "set", "lan", "up"])?;
         }
+        let lan_device = if shared { "lan" } else { "i0" };
         for (n, (inst, service_addresses)) in hosted.iter().enumerate() {
             let ns = Namespace::create(&format!("{}i-{}", self.prefix, inst.name))?;
             ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
@@ -225,7 +230,11 @@ impl LabNetwork {
             let port = format!("i{n}");
             router.veth_to(&port, &ns, "eth0")?;
             in_ns(&ns, "eth0", disable_tx_checksum)?;
-            router.ip(&["link", "set", &port, "master", "lan"])?;
+            in_ns(&ns, "eth0", enable_gro)?;
+            in_ns(router, &port, enable_gro)?;
+            if shared {
+                router.ip(&["link", "set", &port, "master", "lan"])?;
+            }
             let addrs = [inst.address.map(IpAddr::V6), inst.address4.map(IpAddr::V4)];
             for addr in addrs.into_iter().flatten() {
                 let prefix =
@@ -241,6 +250,9 @@ impl LabNetwork {
                 ns.ip(&["addr", "add", &format!("{sa}/{len}"), "dev", "lo"])?;
             }
             self.instances.insert(inst.name.clone(), ns);
+        }
+        for prefix in &node.prefixes {
+            router.ip(&["addr", "add", &host(prefix, NODE_HOST).to_string(), "dev", lan_device])?;
         }
         Ok(())
     }

@@ -150,3 +150,31 @@ pub fn services_with_load(loads: &[(&str, f64)]) -> String {
         text.replace(&anchor, &format!("{anchor}      utilization: {load}\n"))
     })
 }
+
+/// The example's network.yaml with every node on the XDP dataplane.
+pub fn network_all_xdp() -> String {
+    let text = std::fs::read_to_string(example_intent_dir().join("network.yaml"))
+        .expect("example network.yaml");
+    ["gw", "core", "edge1", "edge2", "cloud"].iter().fold(text, |text, node| {
+        let anchor = format!("    - name: {node}\n");
+        assert!(text.contains(&anchor), "no node {node} in the example");
+        text.replace(&anchor, &format!("{anchor}      dataplane: xdp\n"))
+    })
+}
+
+impl LabEnv {
+    /// A UDP socket inside namespace `ns`, bound to `source`, connected to `target`.
+    pub fn socket_in(
+        &self,
+        ns: &cats_lab::netns::Namespace,
+        source: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<UdpSocket> {
+        netns::run_in(&ns.path(), move || {
+            let sock = UdpSocket::bind(source)?;
+            sock.connect(target)?;
+            sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+            Ok(sock)
+        })
+    }
+}

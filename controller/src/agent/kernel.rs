@@ -287,6 +287,43 @@ impl Kernel {
         Ok(links)
     }
 
+    /// Keeps the neighbour entries of `nexthops` resolved ("managed" entries, Linux 5.16+):
+    /// the XDP endpoint can only forward to a next hop whose MAC the FIB already knows, and
+    /// for an on-link End.DX next hop the kernel's own slow path resolves the inner
+    /// destination instead, so without this the fast path would never start. Each next hop's
+    /// interface is the one whose connected prefix holds it; next hops with none are skipped.
+    pub async fn manage_neighbours(&self, nexthops: &[IpAddr]) -> Result<usize> {
+        let addresses = self.cats_addresses_and_others().await?;
+        let mut managed = 0;
+        for nexthop in nexthops {
+            // A connected prefix, not a host address (those on `lo`, say).
+            let host_len = if nexthop.is_ipv4() { 32 } else { 128 };
+            let Some(on_link) = addresses
+                .iter()
+                .find(|a| a.key.address.prefix() < host_len && a.key.address.contains(*nexthop))
+            else {
+                continue;
+            };
+            let mut request = self
+                .handle
+                .neighbours()
+                .add(on_link.key.index, *nexthop)
+                .state(netlink_packet_route::neighbour::NeighbourState::None)
+                .replace();
+            request.message_mut().attributes.push(
+                netlink_packet_route::neighbour::NeighbourAttribute::ExtFlags(
+                    netlink_packet_route::neighbour::NeighbourExtFlags::Managed,
+                ),
+            );
+            request
+                .execute()
+                .await
+                .map_err(|e| anyhow!("managed neighbour {nexthop}: {}", kernel_error(&e)))?;
+            managed += 1;
+        }
+        Ok(managed)
+    }
+
     /// Every address of the namespace (desired addresses may exist without our tag); `cats`
     /// marks ours.
     async fn cats_addresses_and_others(&self) -> Result<Vec<InstalledAddress>> {

@@ -10,12 +10,16 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::programs::XdpMode;
-use cats_common::maps::PROG_HEADEND;
+use cats_common::maps::{PROG_ENDPOINT, PROG_HEADEND};
 use serde::Serialize;
 use tracing::{info, warn};
 
 use super::kernel::Kernel;
-use crate::{dataplane::Dataplane, state::NodeState, store::Watch};
+use crate::{
+    dataplane::Dataplane,
+    state::{NodeState, SidBehavior},
+    store::Watch,
+};
 
 /// How long to wait before retrying a state that failed to apply.
 const RETRY: Duration = Duration::from_secs(1);
@@ -108,6 +112,29 @@ async fn apply(
         for iface in &headend.interfaces {
             let how = dataplane.attach(PROG_HEADEND, iface, XdpMode::default())?;
             info!(node = %state.node, interface = %iface, ?how, "headend attached");
+            attached.push(iface.clone());
+        }
+    }
+    if let Some(endpoint) = &state.endpoint {
+        let nexthops: Vec<std::net::IpAddr> = state
+            .sids
+            .iter()
+            .filter_map(|s| match s.behavior {
+                SidBehavior::EndX { nexthop } | SidBehavior::EndDx6 { nexthop } => {
+                    Some(nexthop.into())
+                }
+                SidBehavior::EndDx4 { nexthop } => Some(nexthop.into()),
+                _ => None,
+            })
+            .collect();
+        kernel.manage_neighbours(&nexthops).await?;
+        dataplane.apply_endpoint(endpoint, &state.sids)?;
+        // A headend interface keeps the headend program (one XDP program per interface).
+        let todo: Vec<&String> =
+            endpoint.interfaces.iter().filter(|i| !attached.contains(i)).collect();
+        for iface in todo {
+            let how = dataplane.attach(PROG_ENDPOINT, iface, XdpMode::default())?;
+            info!(node = %state.node, interface = %iface, ?how, "endpoint attached");
             attached.push(iface.clone());
         }
     }

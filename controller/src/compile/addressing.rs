@@ -37,6 +37,11 @@ pub fn end_dt6_sid(topology: &Topology, index: u16) -> Ipv6Addr {
     sid::encode(block(topology), index, sid::FUNC_END_DT6, 0).into()
 }
 
+/// End.X SID of `index` towards the peer of link number `link` (0-based position).
+pub fn end_x_sid(topology: &Topology, index: u16, link: usize) -> Ipv6Addr {
+    sid::encode(block(topology), index, sid::FUNC_END_X_BASE + link as u16, 0).into()
+}
+
 pub fn compute_sid(
     topology: &Topology,
     index: u16,

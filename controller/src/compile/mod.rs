@@ -19,10 +19,13 @@ use self::{
     select::{Candidate, Decision, Policy},
 };
 use crate::{
-    intent::{ComputeService, Intent, Node, Objective, Role, SteeringPolicy, Underlay},
+    intent::{
+        ComputeService, Dataplane, EndFlavor, Intent, Node, Objective, Role, SteeringPolicy,
+        Underlay,
+    },
     state::{
-        HeadendState, InstanceState, InstanceWeight, InterfaceAddress, LocalSid, NodeState,
-        ServiceMatch, ServiceState, SidBehavior, UnderlayRoute,
+        EndpointState, HeadendState, InstanceState, InstanceWeight, InterfaceAddress, LocalSid,
+        NodeState, ServiceMatch, ServiceState, SidBehavior, UnderlayRoute,
     },
 };
 use cats_common::maps::{MAX_INSTANCES, MAX_SEGMENTS, MAX_SERVICES};
@@ -97,6 +100,9 @@ pub fn compile(
             underlay(intent, node, &spf[&node.name], &mut state)?;
         }
         local_sids(intent, node, &mut state);
+        if node.dataplane == Dataplane::Xdp {
+            state.endpoint = Some(endpoint(intent, node));
+        }
         if node.has_role(Role::Ingress) {
             let (headend, mut ds) = headend(intent, node, &services, &spf, metrics)?;
             state.headend = Some(headend);
@@ -181,7 +187,35 @@ fn sid_device(intent: &Intent, node: &Node) -> String {
         .unwrap_or_else(|| "lo".into())
 }
 
-/// End and End.DT6 on every node; a compute SID per instance on egress nodes.
+/// The XDP endpoint of a node: on every link of the SR domain and every external interface.
+fn endpoint(intent: &Intent, node: &Node) -> EndpointState {
+    let topo = &intent.topology;
+    let mut interfaces: Vec<String> = topo
+        .links
+        .iter()
+        .filter_map(|l| {
+            if l.a == node.name {
+                Some(l.a_interface.clone())
+            } else if l.b == node.name {
+                Some(l.b_interface.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    interfaces.extend(node.external_interfaces.iter().cloned());
+    EndpointState {
+        interfaces,
+        external_interfaces: node.external_interfaces.clone(),
+        sr_block: topo.sr_block,
+        locators: vec![addr::locator(topo, node.index)],
+        psp: node.end_flavors.contains(&EndFlavor::Psp),
+        usd: node.end_flavors.contains(&EndFlavor::Usd),
+    }
+}
+
+/// End and End.DT6 on every node; End.X per adjacency with a static underlay; a compute SID
+/// per instance on egress nodes.
 fn local_sids(intent: &Intent, node: &Node, state: &mut NodeState) {
     let topo = &intent.topology;
     let device = sid_device(intent, node);
@@ -190,6 +224,23 @@ fn local_sids(intent: &Intent, node: &Node, state: &mut NodeState) {
     state
         .sids
         .push(sid_route(addr::end_dt6_sid(topo, node.index), SidBehavior::EndDt6 { table: 254 }));
+    if topo.underlay == Underlay::Static {
+        for (k, link) in topo.links.iter().enumerate() {
+            let (iface, peer_is_b) = if link.a == node.name {
+                (&link.a_interface, true)
+            } else if link.b == node.name {
+                (&link.b_interface, false)
+            } else {
+                continue;
+            };
+            let nexthop = addr::link_v6(k + 1, peer_is_b).ip();
+            state.sids.push(LocalSid {
+                sid: addr::end_x_sid(topo, node.index, k),
+                behavior: SidBehavior::EndX { nexthop },
+                interface: iface.clone(),
+            });
+        }
+    }
     for svc in &intent.services {
         for inst in svc.instances.iter().filter(|i| i.node == node.name) {
             if let Some(nexthop) = inst.address {

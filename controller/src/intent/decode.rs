@@ -19,8 +19,8 @@ use ipnetwork::{IpNetwork, Ipv6Network};
 
 use super::error::IntentError;
 use super::model::{
-    Affinity, ComputeService, Instance, Link, Node, Objective, PortMatch, Protocol, Role,
-    SteeringPolicy, Topology, Underlay,
+    Affinity, ComputeService, Dataplane, EndFlavor, Instance, Link, Node, Objective, PortMatch,
+    Protocol, Role, SteeringPolicy, Topology, Underlay,
 };
 use super::yaml::{self, Pos, Value};
 use crate::state::FlowDefinition;
@@ -653,7 +653,20 @@ pub(crate) fn role_name(role: Role) -> &'static str {
 }
 
 fn topology_node(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Node> {
-    let f = de.fields(node, path, &["name", "index", "roles", "prefixes", "headendInterfaces"])?;
+    let f = de.fields(
+        node,
+        path,
+        &[
+            "name",
+            "index",
+            "roles",
+            "prefixes",
+            "headendInterfaces",
+            "externalInterfaces",
+            "dataplane",
+            "endFlavors",
+        ],
+    )?;
     let name = f.req(de, "name", node_name);
     let index = f.req(de, "index", |de, node, path| int_in(de, node, path, 1, 65535));
     let roles = f.req(de, "roles", |de, node, path| {
@@ -675,6 +688,22 @@ fn topology_node(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Node>
     let headend_interfaces = f.opt_or(de, "headendInterfaces", Vec::new(), |de, node, path| {
         strict_list(de, node, path, interface_name)
     });
+    let external_interfaces = f.opt_or(de, "externalInterfaces", Vec::new(), |de, node, path| {
+        strict_list(de, node, path, interface_name)
+    });
+    let dataplane = f.opt_or(de, "dataplane", Dataplane::Kernel, |de, node, path| {
+        let choices = [("kernel", Dataplane::Kernel), ("xdp", Dataplane::Xdp)];
+        keyword(de, node, path, "dataplane", &choices)
+    });
+    let end_flavors = f.opt_or(de, "endFlavors", Vec::new(), |de, node, path| {
+        let flavors = strict_list(de, node, path, |de, node, path| {
+            let choices = [("psp", EndFlavor::Psp), ("usd", EndFlavor::Usd)];
+            keyword(de, node, path, "flavor", &choices)
+        })?;
+        let names: Vec<_> = flavors.iter().map(|f| format!("{f:?}")).collect();
+        no_repeats(de, path, &names, "flavor");
+        Some(flavors)
+    });
     if let Some(roles) = &roles
         && de.doc.ok(&headend_path)
     {
@@ -695,6 +724,9 @@ fn topology_node(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Node>
         roles: roles.unwrap_or_default(),
         prefixes,
         headend_interfaces,
+        external_interfaces,
+        dataplane,
+        end_flavors,
     })
 }
 

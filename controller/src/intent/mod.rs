@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{IntentError, IntentErrors};
 pub use model::{
-    Affinity, ComputeService, Instance, Intent, Link, Node, Objective, PortMatch, Protocol, Role,
-    SteeringPolicy, Topology, Underlay,
+    Affinity, ComputeService, Dataplane, EndFlavor, Instance, Intent, Link, Node, Objective,
+    PortMatch, Protocol, Role, SteeringPolicy, Topology, Underlay,
 };
 
 /// The `apiVersion` every document must carry.

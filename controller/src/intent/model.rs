@@ -76,6 +76,34 @@ pub struct Node {
     pub prefixes: Vec<IpNetwork>,
     /// Where service traffic enters; non-empty exactly when the node has role ingress.
     pub headend_interfaces: Vec<String>,
+    /// Interfaces facing outside the SR domain: packets to the SID block are dropped there
+    /// (RFC 8754 5.1). With `dataplane: xdp` only.
+    pub external_interfaces: Vec<String>,
+    /// Who runs the node's SRv6 endpoint behaviours.
+    pub dataplane: Dataplane,
+    /// Flavours of the node's End and End.X SIDs (XDP dataplane).
+    pub end_flavors: Vec<EndFlavor>,
+}
+
+/// Who runs a node's SRv6 endpoint behaviours and transit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataplane {
+    /// The kernel's seg6local routes, installed by cats.
+    #[default]
+    Kernel,
+    /// cats' XDP endpoint program, with the kernel routes kept as the slow path.
+    Xdp,
+}
+
+/// RFC 8986 section 4.16 flavours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndFlavor {
+    /// Penultimate Segment Pop.
+    Psp,
+    /// Ultimate Segment Decapsulation.
+    Usd,
 }
 
 impl Node {

@@ -293,6 +293,14 @@ fn check_topology<'t>(cx: &mut Checker<'_>, doc: usize, topology: &'t Topology) 
             let interface_path = index(&path, k);
             claim_interface(cx, doc, &mut interfaces, &node.name, interface, interface_path, "");
         }
+        let path = join(&index("spec.nodes", i), "externalInterfaces");
+        if !cx.ok(doc, &path) {
+            continue;
+        }
+        for (k, interface) in node.external_interfaces.iter().enumerate() {
+            let interface_path = index(&path, k);
+            claim_interface(cx, doc, &mut interfaces, &node.name, interface, interface_path, "");
+        }
     }
     for (i, link) in topology.links.iter().enumerate() {
         let path = index("spec.links", i);

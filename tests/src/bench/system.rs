@@ -67,7 +67,7 @@ pub fn print_header(args: &Args) {
     let load = read_trimmed("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".into());
-    println!("cats-bench: cats_headend per packet, BPF_PROG_TEST_RUN");
+    println!("cats-bench: cats_headend and cats_endpoint per packet, BPF_PROG_TEST_RUN");
     println!("kernel      Linux {kernel}");
     println!("cpu         {} ({cpus} CPUs online), clocksource {clock}", cpu_model());
     println!("load        {load} (1/5/15 min, at start)");

@@ -1,24 +1,31 @@
-//! cats-bench: what the headend XDP program costs per packet, measured with
-//! BPF_PROG_TEST_RUN against the trivial `cats_pass` program on the same frame.
+//! cats-bench: what the headend and endpoint XDP programs cost per packet, measured with
+//! BPF_PROG_TEST_RUN against the trivial `cats_pass` program in the same run.
 //!
 //! Runs as root. It builds its own pair of network namespaces (the router of the headend
-//! tests: the FIB knows the edge's locator through a resolved neighbour), loads two private
-//! dataplanes there and deletes everything again on exit, Ctrl-C included. The host's
+//! tests with the endpoint tests' additions, `cats_tests::endpoint_fixture::router`: the FIB
+//! knows the edge's locator, the client prefix and the instance through resolved neighbours),
+//! loads three private dataplanes there (headend with long pins, headend with expiring pins,
+//! endpoint of node 4) and deletes everything again on exit, Ctrl-C included. The host's
 //! interfaces and routes are never touched.
 //!
 //! Two ways of timing, because the kernel's repeat loop does not restore the frame between
 //! runs (checked on every run, see `repeat_check`):
 //! - frames the program leaves as they are (`cats_pass`, traffic that is not for a service)
 //!   run `--repeat` times inside one BPF_PROG_TEST_RUN call;
-//! - frames the headend encapsulates run once per call, `--calls` calls, and the kernel's
-//!   per-call durations are summed. The same-method baseline pays the same fixed cost per
-//!   call, so ratios and differences are taken within a method.
+//! - frames the headend encapsulates, and every endpoint frame (End and End.X change SL and
+//!   destination, End.DX6/DX4/DT6 decapsulate, transit lowers the hop limit), run once per
+//!   call, `--calls` calls, and the kernel's per-call durations are summed. The same-method
+//!   baseline of the section, measured in the same rounds, pays the same fixed cost per call,
+//!   so ratios and differences are taken within a section.
 //!
 //! Every measurement is checked against the event and drop counters: a case whose packets did
-//! not all take the intended path (affinity hit, affinity miss, not a service) fails the run.
+//! not all take the intended path (affinity hit, affinity miss, not a service; segment
+//! advanced, decapsulated, transit forwarded) fails the run.
 
 #[path = "../bench/cases.rs"]
 mod cases;
+#[path = "../bench/endpoint.rs"]
+mod endpoint;
 #[path = "../bench/system.rs"]
 mod system;
 
@@ -26,7 +33,7 @@ use std::{process::ExitCode, time::Instant};
 
 use anyhow::{Result, bail};
 use cats_controller::netns;
-use cats_tests::router::router;
+use cats_tests::endpoint_fixture;
 
 use crate::cases::Bench;
 
@@ -35,8 +42,8 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
                (default 1000000)
-  --calls N    BPF_PROG_TEST_RUN calls of one run each for frames the headend
-               encapsulates (default 100000)
+  --calls N    BPF_PROG_TEST_RUN calls of one run each for frames the program rewrites:
+               the headend's encapsulated ones and every endpoint frame (default 100000)
   --rounds N   interleaved rounds; the median and min..max are printed (default 5)
 
 Must run as root: it creates (and removes) its own network namespaces.";
@@ -97,7 +104,7 @@ fn run(args: Args) -> Result<()> {
     }
 
     // Both namespaces are deleted when `r` is dropped: below, or on the way out of an error.
-    let r = router()?;
+    let r = endpoint_fixture::router()?;
     let mac = r.mac;
     let report = netns::run_in(&r.ns.path(), move || Bench::new(args, mac)?.run())?;
     drop(r);
