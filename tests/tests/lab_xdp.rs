@@ -89,11 +89,20 @@ fn the_kernels_headend_is_understood_by_cats_xdp_endpoints() {
     let env = xdp_lab(false);
     let gw = env.lab().node("gw");
     let edge1_dx6 = "fc00:0:3:4001::1";
-    let chains: [(&str, Vec<&str>, u64, u64); 3] = [
-        // segments, End runs expected per request at core and at edge2
-        ("one segment", vec![edge1_dx6], 0, 0),
-        ("two segments", vec!["fc00:0:2:1::", edge1_dx6], 1, 0),
-        ("four segments", vec!["fc00:0:2:1::", "fc00:0:4:1::", "fc00:0:2:1::", edge1_dx6], 2, 1),
+    // (what, kernel seg6 mode, segments, End runs expected per request at core and at edge2).
+    // encap.red leaves the first segment out of the SRH (and with one segment, the SRH out).
+    let chains: [(&str, &str, Vec<&str>, u64, u64); 5] = [
+        ("one segment", "encap", vec![edge1_dx6], 0, 0),
+        ("one segment, reduced", "encap.red", vec![edge1_dx6], 0, 0),
+        ("two segments", "encap", vec!["fc00:0:2:1::", edge1_dx6], 1, 0),
+        ("two segments, reduced", "encap.red", vec!["fc00:0:2:1::", edge1_dx6], 1, 0),
+        (
+            "four segments",
+            "encap",
+            vec!["fc00:0:2:1::", "fc00:0:4:1::", "fc00:0:2:1::", edge1_dx6],
+            2,
+            1,
+        ),
     ];
     // The gateway's own packets leave with a finished UDP checksum, as from a real NIC (a
     // veth would leave it for an offload that XDP-decapsulated packets never get).
@@ -102,8 +111,8 @@ fn the_kernels_headend_is_understood_by_cats_xdp_endpoints() {
         cats_lab::offload::disable_tx_checksum(&core_if)
     })
     .unwrap();
-    for (what, segs, core_ends, edge2_ends) in chains {
-        // ip -6 route replace 2001:db8:ca75::1/128 encap seg6 mode encap segs S1,S2,... dev core src fd00:10::1
+    for (what, mode, segs, core_ends, edge2_ends) in chains {
+        // ip -6 route replace 2001:db8:ca75::1/128 encap seg6 mode MODE segs S1,S2,... dev core src fd00:10::1
         gw.ip(&[
             "-6",
             "route",
@@ -112,7 +121,7 @@ fn the_kernels_headend_is_understood_by_cats_xdp_endpoints() {
             "encap",
             "seg6",
             "mode",
-            "encap",
+            mode,
             "segs",
             &segs.join(","),
             "dev",
