@@ -151,15 +151,13 @@ pub fn services_with_load(loads: &[(&str, f64)]) -> String {
     })
 }
 
-/// The example's network.yaml with every node on the XDP dataplane.
-pub fn network_all_xdp() -> String {
+/// The example's network.yaml with every node on `dataplane` ("xdp" or "kernel").
+pub fn network_with_dataplane(dataplane: &str) -> String {
     let text = std::fs::read_to_string(example_intent_dir().join("network.yaml"))
         .expect("example network.yaml");
-    ["gw", "core", "edge1", "edge2", "cloud"].iter().fold(text, |text, node| {
-        let anchor = format!("    - name: {node}\n");
-        assert!(text.contains(&anchor), "no node {node} in the example");
-        text.replace(&anchor, &format!("{anchor}      dataplane: xdp\n"))
-    })
+    let nodes = text.matches("      dataplane: xdp\n").count();
+    assert_eq!(nodes, 5, "the example sets the dataplane of its five nodes");
+    text.replace("      dataplane: xdp\n", &format!("      dataplane: {dataplane}\n"))
 }
 
 impl LabEnv {

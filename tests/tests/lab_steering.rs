@@ -1,10 +1,16 @@
-//! cats end to end in the emulated lab: real XDP headend, the kernel's seg6local at the
-//! egress, delay relays on every link, emulated instances, the daemon in control.
+//! cats end to end in the emulated lab: real XDP headend, the kernel's seg6local at transit
+//! and egress (`dataplane: kernel`, so the kernel path stays tested), delay relays on every
+//! link, emulated instances, the daemon in control.
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use cats_common::counters::Event;
-use cats_tests::lab_env::{LabEnv, ask, services_with_load};
+use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane, services_with_load};
+
+fn kernel_dataplane(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::write(dir.join("network.yaml"), network_with_dataplane("kernel"))?;
+    Ok(())
+}
 
 fn service6() -> SocketAddr {
     "[2001:db8:ca75::1]:7000".parse().unwrap()
@@ -25,7 +31,7 @@ fn instances_of_new_flows(env: &LabEnv, target: SocketAddr, flows: u64) -> BTree
 
 #[test]
 fn requests_reach_edge_instances_over_srv6_and_replies_come_back() {
-    let env = LabEnv::start(|_| Ok(())).unwrap();
+    let env = LabEnv::start(kernel_dataplane).unwrap();
     for target in [service6(), service4()] {
         let answered = instances_of_new_flows(&env, target, 16);
         // The cloud is too far for the 50 % slack: only the two edges answer, both of them.
@@ -50,6 +56,7 @@ fn requests_reach_edge_instances_over_srv6_and_replies_come_back() {
 #[test]
 fn new_flows_move_when_load_changes_and_established_flows_stay() {
     let mut env = LabEnv::start(|dir| {
+        kernel_dataplane(dir)?;
         std::fs::write(dir.join("services.yaml"), services_with_load(&[("edge2-a", 0.85)]))?;
         Ok(())
     })
@@ -95,7 +102,7 @@ fn wait_for_generation(env: &mut LabEnv, generation: u64) -> serde_json::Value {
 
 #[test]
 fn traffic_keeps_flowing_while_the_daemon_restarts_and_flows_keep_their_instance() {
-    let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    let mut env = LabEnv::start(kernel_dataplane).unwrap();
     let flows: Vec<_> = (0..6).map(|_| env.flow("gw", service6()).unwrap()).collect();
     let pinned: Vec<String> =
         flows.iter().enumerate().map(|(i, s)| ask(s, i as u64, 0).unwrap().0).collect();
@@ -122,7 +129,7 @@ fn traffic_keeps_flowing_while_the_daemon_restarts_and_flows_keep_their_instance
 
 #[test]
 fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
-    let env = LabEnv::start(|_| Ok(())).unwrap();
+    let env = LabEnv::start(kernel_dataplane).unwrap();
     let flow = env.flow("gw", service6()).unwrap();
     let (instance, _) = ask(&flow, 1, 0).unwrap();
     let before = env.daemon().status().unwrap();

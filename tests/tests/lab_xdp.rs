@@ -5,7 +5,7 @@
 use std::{collections::BTreeSet, net::SocketAddr};
 
 use cats_common::counters::{DropReason, Event};
-use cats_tests::lab_env::{LabEnv, ask, network_all_xdp};
+use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane};
 
 fn service6() -> SocketAddr {
     "[2001:db8:ca75::1]:7000".parse().unwrap()
@@ -13,7 +13,7 @@ fn service6() -> SocketAddr {
 
 fn xdp_lab(policy_via_core: bool) -> LabEnv {
     LabEnv::start(|dir| {
-        std::fs::write(dir.join("network.yaml"), network_all_xdp())?;
+        std::fs::write(dir.join("network.yaml"), network_with_dataplane("xdp"))?;
         if policy_via_core {
             let policy = std::fs::read_to_string(dir.join("policy.yaml"))?;
             std::fs::write(

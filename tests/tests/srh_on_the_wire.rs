@@ -8,12 +8,14 @@ use std::{
     time::Duration,
 };
 
-use cats_tests::lab_env::{LabEnv, ask};
+use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane};
 
 #[test]
 fn tshark_sees_the_segment_list_and_tag_on_both_sides_of_the_transit() {
     // Force the path through the core's End SID: two segments.
     let env = LabEnv::start(|dir| {
+        // The kernel's End at the core: cats' XDP endpoint is tested in lab_xdp.
+        std::fs::write(dir.join("network.yaml"), network_with_dataplane("kernel"))?;
         let policy = std::fs::read_to_string(dir.join("policy.yaml"))?;
         std::fs::write(
             dir.join("policy.yaml"),

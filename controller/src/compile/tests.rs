@@ -109,3 +109,25 @@ fn compile_is_deterministic() {
     let b = compile(&example(), &Metrics::default(), 7).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn xdp_nodes_get_an_endpoint_on_their_links_and_every_node_end_x_per_adjacency() {
+    let mut intent = example();
+    for node in &mut intent.topology.nodes {
+        node.dataplane = crate::intent::Dataplane::Kernel;
+    }
+    let core = intent.topology.nodes.iter_mut().find(|n| n.name == "core").unwrap();
+    core.dataplane = crate::intent::Dataplane::Xdp;
+    core.end_flavors = vec![crate::intent::EndFlavor::Psp];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    let endpoint = c.nodes["core"].endpoint.as_ref().unwrap();
+    assert_eq!(endpoint.interfaces, ["gw", "edge1", "edge2", "cloud"]);
+    assert_eq!(endpoint.locators[0].to_string(), "fc00:0:2::/48");
+    assert!(endpoint.psp && !endpoint.usd);
+    assert!(c.nodes["gw"].endpoint.is_none(), "kernel dataplane: no XDP endpoint");
+    // End.X towards edge1 over link 2 (index 1): function 0x0101, next hop edge1's side.
+    let end_x =
+        c.nodes["core"].sids.iter().find(|s| s.sid.to_string() == "fc00:0:2:101::").unwrap();
+    assert_eq!(end_x.behavior, SidBehavior::EndX { nexthop: "fdff:ca75:0:2::2".parse().unwrap() });
+    assert_eq!(end_x.interface, "edge1");
+}

@@ -704,6 +704,16 @@ fn topology_node(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Node>
         no_repeats(de, path, &names, "flavor");
         Some(flavors)
     });
+    let external_path = f.path("externalInterfaces");
+    if !external_interfaces.is_empty()
+        && dataplane == Dataplane::Kernel
+        && de.doc.ok(&external_path)
+    {
+        de.err(
+            &external_path,
+            "needs `dataplane: xdp`: the kernel dataplane does not filter by interface",
+        );
+    }
     if let Some(roles) = &roles
         && de.doc.ok(&headend_path)
     {

@@ -943,3 +943,50 @@ fn load_dir_reads_yaml_files_in_name_order() {
     assert_eq!(errors[0].file, dir);
     assert_eq!(errors[0].line, 0);
 }
+
+#[test]
+fn xdp_dataplane_external_interfaces_and_flavors() {
+    let network = edit(
+        NETWORK,
+        "      roles: [transit]\n",
+        "      roles: [transit]\n      dataplane: xdp\n      externalInterfaces: [peer0]\n      endFlavors: [psp, usd]\n",
+    );
+    let intent = parse_documents(&sources(&network, SERVICES, POLICY)).unwrap();
+    let core = intent.node("core").unwrap();
+    assert_eq!(core.dataplane, Dataplane::Xdp);
+    assert_eq!(core.external_interfaces, ["peer0"]);
+    assert_eq!(core.end_flavors, [EndFlavor::Psp, EndFlavor::Usd]);
+    assert_eq!(intent.node("gw").unwrap().dataplane, Dataplane::Kernel, "kernel by default");
+}
+
+#[test]
+fn external_interfaces_need_the_xdp_dataplane_and_dataplanes_are_checked() {
+    let network = edit(
+        NETWORK,
+        "      roles: [transit]\n",
+        "      roles: [transit]\n      externalInterfaces: [peer0]\n",
+    );
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        16,
+        7,
+        "spec.nodes[1].externalInterfaces",
+        "needs `dataplane: xdp`",
+    );
+    let network = edit(
+        NETWORK,
+        "      roles: [transit]\n",
+        "      roles: [transit]\n      dataplane: dpdk\n",
+    );
+    let errors = fail(&sources(&network, SERVICES, POLICY));
+    assert_only(
+        &errors,
+        "network.yaml",
+        16,
+        7,
+        "spec.nodes[1].dataplane",
+        "unknown dataplane \"dpdk\"",
+    );
+}
