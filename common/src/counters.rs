@@ -48,14 +48,14 @@ named_index! {
         /// The service is matched by port, but the ports cannot be read (a fragment, or IPv6
         /// extension headers before the transport header).
         PortsUnreadable = 7 => "ports_unreadable",
-        /// SRH fields disagree (RFC 8754 4.3.1.1): Hdr Ext Len too small for Last Entry,
-        /// Segments Left > Last Entry + 1, or an odd Hdr Ext Len.
+        /// SRH fields disagree (RFC 8754 4.3.1.1): Hdr Ext Len too small for Last Entry, or
+        /// Segments Left > Last Entry + 1.
         SrhInvalid = 8 => "srh_invalid",
         /// A TLV in the SRH runs past the header's end.
         TlvInvalid = 9 => "tlv_invalid",
         /// A second routing header follows the SRH (RFC 8200 allows one).
         RoutingHeaderRepeated = 10 => "routing_header_repeated",
-        /// More extension headers before the SRH than the program walks.
+        /// More extension headers (the SRH included) than the program walks.
         TooManyExtensionHeaders = 11 => "too_many_extension_headers",
         /// A fragment of a packet addressed to a local SID: not reassembled in XDP.
         Fragment = 12 => "fragment",

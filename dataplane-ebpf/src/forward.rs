@@ -44,6 +44,8 @@ pub enum Lookup {
     Resolved(NextHop),
     /// Route found but no neighbour entry, a local destination, or forwarding off.
     ToStack,
+    /// Larger than the egress MTU: the stack sends Packet Too Big (or fragments IPv4).
+    TooBig,
 }
 
 /// Looks `dst` up for a packet of `tot_len` bytes (IP header included) that came in on the
@@ -96,7 +98,7 @@ pub fn lookup(
         BPF_FIB_LKUP_RET_BLACKHOLE | BPF_FIB_LKUP_RET_UNREACHABLE | BPF_FIB_LKUP_RET_PROHIBIT => {
             Err(DropReason::Unreachable)
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(DropReason::FragNeeded),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Ok(Lookup::TooBig),
         _ => Ok(Lookup::ToStack),
     }
 }
@@ -131,6 +133,8 @@ pub fn send_encapsulated(ctx: &XdpContext) -> Result<u32, DropReason> {
     let tot_len = (IPV6_HLEN as u16).wrapping_add(u16::from_be_bytes(outer.payload_len));
     match lookup(ctx, Destination::V6(outer.dst), tot_len, 0)? {
         Lookup::Resolved(hop) => transmit(ctx, &hop, Event::Redirected),
+        // Already encapsulated: a Packet Too Big from the stack would go to ourselves.
+        Lookup::TooBig => Err(DropReason::FragNeeded),
         // No neighbour entry yet, a local destination, or forwarding off: the stack knows
         // best, and resolves the neighbour for the next packets.
         Lookup::ToStack => {

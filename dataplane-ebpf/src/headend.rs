@@ -12,7 +12,7 @@ use cats_common::{
 use crate::{
     counters, encap, forward,
     maps::{AFFINITY, LOOKUP, SERVICES, TARGETS},
-    packet::{self, Packet, Ports},
+    packet::{self, Family, Packet, Ports},
 };
 
 pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
@@ -56,15 +56,27 @@ fn classify(
     let Some(entry) = (unsafe { SERVICES.get(by_address) }).copied() else {
         return Ok(None);
     };
+    // Ports are read only inside the IP packet its header declares, never from padding.
     let ports = match pkt.l4_offset {
+        Some(offset) if offset + 4 > ETH_HLEN + pkt.ip_len => return Err(DropReason::Truncated),
         Some(offset) => Some(packet::ports(ctx, offset)?),
         None => None,
     };
+    if pkt.family == Family::V4 && !packet::ipv4_checksum_ok(ctx)? {
+        // RFC 1812 5.2.2: the stack discards it; it is nobody's service traffic.
+        return Ok(None);
+    }
     if entry.slot != BY_PORT {
         return Ok(Some((entry, ports)));
     }
     let Some(p) = ports else {
-        return Err(DropReason::PortsUnreadable);
+        // A protocol without ports (ICMP, say) cannot match a port; a fragment or an IPv6
+        // extension header only hides them.
+        return if packet::may_hide_ports(pkt) {
+            Err(DropReason::PortsUnreadable)
+        } else {
+            Ok(None)
+        };
     };
     let by_port = ServiceKey { addr: pkt.dst, port: p.dst, proto: pkt.proto, _pad: 0 };
     // SAFETY: as above.

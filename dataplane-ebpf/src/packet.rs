@@ -122,6 +122,35 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, DropReason> {
     })
 }
 
+/// Whether ports the packet has are out of reach: an IPv4 fragment of TCP/UDP, or IPv6
+/// extension headers in front of the transport header.
+#[inline(always)]
+pub fn may_hide_ports(pkt: &Packet) -> bool {
+    match pkt.family {
+        Family::V4 => matches!(pkt.proto, IPPROTO_TCP | IPPROTO_UDP),
+        // Hop-by-hop, routing, fragment, destination options, AH, mobility, HIP, shim6.
+        Family::V6 => matches!(pkt.proto, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140),
+    }
+}
+
+/// Verifies the IPv4 header checksum (RFC 1071): the header sums to 0xffff.
+#[inline(always)]
+pub fn ipv4_checksum_ok(ctx: &XdpContext) -> Result<bool, DropReason> {
+    let first: [u8; 1] = read(ctx, ETH_HLEN)?;
+    let words = ((first[0] & 0x0f) as usize) * 2;
+    let mut sum = 0u32;
+    for i in 0..30 {
+        if i >= words {
+            break;
+        }
+        let w: [u8; 2] = read(ctx, ETH_HLEN + i * 2)?;
+        sum += u16::from_be_bytes(w) as u32;
+    }
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    Ok(sum == 0xffff)
+}
+
 /// Reads the transport ports at `offset`.
 #[inline(always)]
 pub fn ports(ctx: &XdpContext, offset: usize) -> Result<Ports, DropReason> {

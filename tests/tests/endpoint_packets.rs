@@ -224,8 +224,9 @@ fn malformed_srhs_get_named_drops_and_foreign_routing_goes_to_the_kernel() {
                 DropReason::WrongPayload,
             ),
             (
-                "fragment header first",
-                Srv6 { before: vec![(44, vec![0; 8])], ..base.clone() }.frame(&inner6()),
+                "fragment header first (a first fragment: M set)",
+                Srv6 { before: vec![(44, vec![0, 0, 0, 1, 0, 0, 0, 7])], ..base.clone() }
+                    .frame(&inner6()),
                 DropReason::Fragment,
             ),
         ];

@@ -293,9 +293,43 @@ impl Kernel {
     /// destination instead, so without this the fast path would never start. Each next hop's
     /// interface is the one whose connected prefix holds it; next hops with none are skipped.
     pub async fn manage_neighbours(&self, nexthops: &[IpAddr]) -> Result<usize> {
+        use netlink_packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage,
+        };
         let addresses = self.cats_addresses_and_others().await?;
+        // Entries that are managed already are left alone: replacing one restarts its
+        // resolution and holds packets back meanwhile.
+        let existing: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| anyhow!("listing neighbours: {}", kernel_error(&e)))?;
+        let already_managed = |ip: &IpAddr| {
+            existing.iter().any(|n| {
+                let mut dst = None;
+                let mut managed = false;
+                for a in &n.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            dst = Some(IpAddr::V4(*v4))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                            dst = Some(IpAddr::V6(*v6))
+                        }
+                        NeighbourAttribute::ExtFlags(f) => {
+                            managed = f.contains(NeighbourExtFlags::Managed)
+                        }
+                        _ => {}
+                    }
+                }
+                managed && dst == Some(*ip)
+            })
+        };
         let mut managed = 0;
-        for nexthop in nexthops {
+        for nexthop in nexthops.iter().filter(|n| !already_managed(n)) {
             // A connected prefix, not a host address (those on `lo`, say).
             let host_len = if nexthop.is_ipv4() { 32 } else { 128 };
             let Some(on_link) = addresses
