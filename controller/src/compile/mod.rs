@@ -20,8 +20,8 @@ use self::{
 };
 use crate::{
     intent::{
-        ComputeService, Dataplane, EndFlavor, Intent, Node, Objective, Role, SteeringPolicy,
-        Underlay,
+        ComputeService, Dataplane, EndFlavor, Intent, Link, Node, Objective, Role, SteeringPolicy,
+        Topology, Underlay,
     },
     state::{
         EndpointState, HeadendState, InstanceState, InstanceWeight, InterfaceAddress, LocalSid,
@@ -142,11 +142,8 @@ fn underlay(
     for other in topo.nodes.iter().filter(|n| n.name != node.name) {
         let Some(hop) = sp.first_hop.get(&other.name) else { continue };
         let link = &topo.links[hop.link];
-        let (out_iface, peer_is_b) = if link.a == node.name {
-            (&link.a_interface, true)
-        } else {
-            (&link.b_interface, false)
-        };
+        let (out_iface, peer_is_b) =
+            end_on(link, &node.name).expect("first hops are the node's links");
         let via6 = addr::link_v6(hop.link + 1, peer_is_b).ip();
         let via4 = addr::link_v4(hop.link + 1, peer_is_b)
             .ok_or(CompileError::OutOfLinkAddresses { link: hop.link + 1 })?
@@ -170,39 +167,42 @@ fn underlay(
 /// reject route, so SIDs need a real device; which one does not matter to seg6local (the
 /// behaviour decides where the packet goes), so take the node's first link interface.
 fn sid_device(intent: &Intent, node: &Node) -> String {
-    intent
-        .topology
-        .links
-        .iter()
-        .find_map(|l| {
-            if l.a == node.name {
-                Some(l.a_interface.clone())
-            } else if l.b == node.name {
-                Some(l.b_interface.clone())
-            } else {
-                None
-            }
-        })
+    links_of(&intent.topology, &node.name)
+        .map(|(_, iface, _)| iface.clone())
+        .next()
         .or_else(|| node.headend_interfaces.first().cloned())
         .unwrap_or_else(|| "lo".into())
+}
+
+/// This node's end of `link`: its interface there, and whether the peer is side b. `None`
+/// when the link does not touch the node.
+fn end_on<'a>(link: &'a Link, node: &str) -> Option<(&'a String, bool)> {
+    if link.a == node {
+        Some((&link.a_interface, true))
+    } else if link.b == node {
+        Some((&link.b_interface, false))
+    } else {
+        None
+    }
+}
+
+/// The links of `node`, in topology order: link index, this node's interface, peer is side b.
+fn links_of<'a>(
+    topology: &'a Topology,
+    node: &'a str,
+) -> impl Iterator<Item = (usize, &'a String, bool)> + 'a {
+    topology
+        .links
+        .iter()
+        .enumerate()
+        .filter_map(move |(k, l)| end_on(l, node).map(|(i, b)| (k, i, b)))
 }
 
 /// The XDP endpoint of a node: on every link of the SR domain and every external interface.
 fn endpoint(intent: &Intent, node: &Node) -> EndpointState {
     let topo = &intent.topology;
-    let mut interfaces: Vec<String> = topo
-        .links
-        .iter()
-        .filter_map(|l| {
-            if l.a == node.name {
-                Some(l.a_interface.clone())
-            } else if l.b == node.name {
-                Some(l.b_interface.clone())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let mut interfaces: Vec<String> =
+        links_of(topo, &node.name).map(|(_, iface, _)| iface.clone()).collect();
     interfaces.extend(node.external_interfaces.iter().cloned());
     EndpointState {
         interfaces,
@@ -225,14 +225,7 @@ fn local_sids(intent: &Intent, node: &Node, state: &mut NodeState) {
         .sids
         .push(sid_route(addr::end_dt6_sid(topo, node.index), SidBehavior::EndDt6 { table: 254 }));
     if topo.underlay == Underlay::Static {
-        for (k, link) in topo.links.iter().enumerate() {
-            let (iface, peer_is_b) = if link.a == node.name {
-                (&link.a_interface, true)
-            } else if link.b == node.name {
-                (&link.b_interface, false)
-            } else {
-                continue;
-            };
+        for (k, iface, peer_is_b) in links_of(topo, &node.name) {
             let nexthop = addr::link_v6(k + 1, peer_is_b).ip();
             state.sids.push(LocalSid {
                 sid: addr::end_x_sid(topo, node.index, k),
