@@ -15,10 +15,10 @@ use cats_common::{
 };
 
 use crate::{
-    counters,
+    counters, domain,
     forward::{self, Destination, Lookup},
     headers::{EthHdr, Ipv4Hdr, Ipv6Hdr},
-    maps::{CONFIG, INTERFACES, SIDS},
+    maps::{INTERFACES, SIDS},
     packet::{self, Family, ptr_at, read},
     srv6::{self, Headers, IPPROTO_FRAGMENT},
 };
@@ -145,7 +145,7 @@ fn decide(ctx: &XdpContext) -> Result<Decision, DropReason> {
     if ip.vtc_flow[0] >> 4 != 6 {
         return Ok(Decision::Pass(Event::NotForUs));
     }
-    let in_block = in_sid_block(&ip.dst);
+    let in_block = domain::in_sid_block(&ip.dst);
     if in_block && from_outside(ctx) {
         return Err(DropReason::OutsideDomain);
     }
@@ -203,35 +203,6 @@ fn packet_end(ctx: &XdpContext, ip: &Ipv6Hdr) -> Result<usize, DropReason> {
 fn pass(event: Event) -> Result<u32, DropReason> {
     counters::event(event);
     Ok(xdp_action::XDP_PASS)
-}
-
-#[inline(always)]
-fn in_sid_block(addr: &[u8; 16]) -> bool {
-    let Some(config) = CONFIG.get(0) else { return false };
-    let len = config.sr_block_len as u32;
-    if len == 0 || len > 128 {
-        return false;
-    }
-    // Two 64-bit halves and masks: no variable indexing for the verifier to doubt.
-    let half = |b: &[u8; 16], i: usize| {
-        u64::from_be_bytes([
-            b[i],
-            b[i + 1],
-            b[i + 2],
-            b[i + 3],
-            b[i + 4],
-            b[i + 5],
-            b[i + 6],
-            b[i + 7],
-        ])
-    };
-    let (mask_hi, mask_lo) = if len >= 64 {
-        (u64::MAX, if len == 64 { 0 } else { u64::MAX << (128 - len) })
-    } else {
-        (u64::MAX << (64 - len), 0)
-    };
-    (half(addr, 0) ^ half(&config.sr_block, 0)) & mask_hi == 0
-        && (half(addr, 8) ^ half(&config.sr_block, 8)) & mask_lo == 0
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ use cats_common::{
 };
 
 use crate::{
-    counters, encap, forward,
+    counters, domain, encap, forward,
     maps::{AFFINITY, LOOKUP, SERVICES, TARGETS},
     packet::{self, Family, Packet, Ports},
 };
@@ -20,6 +20,11 @@ pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
         counters::event(Event::NotService);
         return Ok(xdp_action::XDP_PASS);
     };
+    // Headend interfaces face outside the SR domain: nothing arriving there may be addressed
+    // into the SID block (RFC 8754 5.1).
+    if pkt.family == Family::V6 && domain::in_sid_block(&pkt.dst) {
+        return Err(DropReason::OutsideDomain);
+    }
     let Some((service, ports)) = classify(ctx, &pkt)? else {
         counters::event(Event::NotService);
         return Ok(xdp_action::XDP_PASS);

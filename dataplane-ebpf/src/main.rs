@@ -6,6 +6,7 @@
 #![no_main]
 
 mod counters;
+mod domain;
 mod encap;
 mod endpoint;
 mod forward;

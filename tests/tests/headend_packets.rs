@@ -247,3 +247,21 @@ fn service_without_weighted_instances_drops_with_a_reason() {
         Ok(())
     });
 }
+
+#[test]
+fn packets_into_the_sid_block_are_dropped_at_the_domain_edge() {
+    with_headend(1, 0, |dp, _mac| {
+        // What the agent writes for a node whose SR domain is fc00::/32.
+        dp.update_config(|c| {
+            c.sr_block = "fc00::".parse::<Ipv6Addr>().unwrap().octets();
+            c.sr_block_len = 32;
+        })?;
+        let spoofed = udp6(CLIENT6, fixture::edge_sid(), 40000, 9, 64, b"inject");
+        assert_eq!(xdp::run(dp, PROG_HEADEND, &spoofed)?.action, XDP_DROP);
+        assert_eq!(dp.drops(DropReason::OutsideDomain)?, 1);
+        // Service traffic still goes through.
+        let request = udp6(CLIENT6, SERVICE6, 40000, PORT, 64, b"ok");
+        assert_eq!(xdp::run(dp, PROG_HEADEND, &request)?.action, XDP_REDIRECT);
+        Ok(())
+    });
+}
