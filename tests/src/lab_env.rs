@@ -36,26 +36,10 @@ pub struct LabEnv {
 }
 
 impl LabEnv {
-    /// Copies the example intent, lets `edit` change the copy, then builds and starts it all.
+    /// Copies the example intent, lets `edit` change the copy, then builds and starts it all:
+    /// delay relays on every link and the emulated instances.
     pub fn start(edit: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
-        let prefix = unique_name("lab");
-        let run_dir = std::env::temp_dir().join(format!("cats-test-{prefix}"));
-        let intent_dir = run_dir.join("intent");
-        std::fs::create_dir_all(&intent_dir)?;
-        for entry in std::fs::read_dir(example_intent_dir())? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), intent_dir.join(entry.file_name()))?;
-        }
-        edit(&intent_dir)?;
-        let intent = intent::load_dir(&intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let bpffs = run_dir.join("bpffs");
-        let mut env = LabEnv { intent, intent_dir, run_dir, bpffs, daemon: None, lab: None };
-        ensure_bpffs(&env.bpffs)?;
-        let mut lab = LabNetwork::build(&env.intent, &prefix, true)?;
-        start_instances(&mut lab, &env.intent, &env.run_dir)?;
-        env.lab = Some(lab);
-        env.start_daemon()?;
-        Ok(env)
+        Self::start_with(edit, LabOptions::default())
     }
 
     pub fn lab(&self) -> &LabNetwork {
@@ -175,4 +159,60 @@ impl LabEnv {
             Ok(sock)
         })
     }
+}
+
+/// How [`LabEnv::start_with`] builds the lab.
+#[derive(Clone, Copy, Debug)]
+pub struct LabOptions {
+    /// A delay relay on every link (the topology's latencies). Without, links are plain veth
+    /// pairs: no userspace element on the path, for throughput measurements.
+    pub delays: bool,
+    /// Start the emulated compute instances. Without, the instance namespaces hold their
+    /// addresses (and the service addresses on `lo`) but nothing listens: the caller runs
+    /// its own server there.
+    pub instances: bool,
+}
+
+impl Default for LabOptions {
+    /// What [`LabEnv::start`] builds: delays and instances.
+    fn default() -> Self {
+        LabOptions { delays: true, instances: true }
+    }
+}
+
+impl LabEnv {
+    /// Like [`LabEnv::start`], with the delay relays and the emulated instances optional.
+    pub fn start_with(edit: impl FnOnce(&Path) -> Result<()>, options: LabOptions) -> Result<Self> {
+        let prefix = unique_name("lab");
+        let run_dir = std::env::temp_dir().join(format!("cats-test-{prefix}"));
+        let intent_dir = run_dir.join("intent");
+        std::fs::create_dir_all(&intent_dir)?;
+        for entry in std::fs::read_dir(example_intent_dir())? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), intent_dir.join(entry.file_name()))?;
+        }
+        edit(&intent_dir)?;
+        let intent = intent::load_dir(&intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bpffs = run_dir.join("bpffs");
+        let mut env = LabEnv { intent, intent_dir, run_dir, bpffs, daemon: None, lab: None };
+        ensure_bpffs(&env.bpffs)?;
+        let mut lab = LabNetwork::build(&env.intent, &prefix, options.delays)?;
+        if options.instances {
+            start_instances(&mut lab, &env.intent, &env.run_dir)?;
+        } else {
+            // No instance reports metrics: the controller uses the declared utilisation.
+            std::fs::create_dir_all(env.run_dir.join("metrics"))?;
+        }
+        env.lab = Some(lab);
+        env.start_daemon()?;
+        Ok(env)
+    }
+}
+
+/// The example's policy.yaml with the path forced through the core's End SID.
+pub fn policy_via_core() -> String {
+    let text = std::fs::read_to_string(example_intent_dir().join("policy.yaml"))
+        .expect("example policy.yaml");
+    assert!(text.contains("  slack: 0.5\n"), "the example policy sets slack 0.5");
+    text.replace("  slack: 0.5\n", "  slack: 0.5\n  via: [core]\n")
 }

@@ -5,21 +5,17 @@
 use std::{collections::BTreeSet, net::SocketAddr};
 
 use cats_common::counters::{DropReason, Event};
-use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane};
+use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane, policy_via_core};
 
 fn service6() -> SocketAddr {
     "[2001:db8:ca75::1]:7000".parse().unwrap()
 }
 
-fn xdp_lab(policy_via_core: bool) -> LabEnv {
+fn xdp_lab(via_core: bool) -> LabEnv {
     LabEnv::start(|dir| {
         std::fs::write(dir.join("network.yaml"), network_with_dataplane("xdp"))?;
-        if policy_via_core {
-            let policy = std::fs::read_to_string(dir.join("policy.yaml"))?;
-            std::fs::write(
-                dir.join("policy.yaml"),
-                policy.replace("  slack: 0.5\n", "  slack: 0.5\n  via: [core]\n"),
-            )?;
+        if via_core {
+            std::fs::write(dir.join("policy.yaml"), policy_via_core())?;
         }
         Ok(())
     })

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane};
+use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane, policy_via_core};
 
 #[test]
 fn tshark_sees_the_segment_list_and_tag_on_both_sides_of_the_transit() {
@@ -16,11 +16,7 @@ fn tshark_sees_the_segment_list_and_tag_on_both_sides_of_the_transit() {
     let env = LabEnv::start(|dir| {
         // The kernel's End at the core: cats' XDP endpoint is tested in lab_xdp.
         std::fs::write(dir.join("network.yaml"), network_with_dataplane("kernel"))?;
-        let policy = std::fs::read_to_string(dir.join("policy.yaml"))?;
-        std::fs::write(
-            dir.join("policy.yaml"),
-            policy.replace("  slack: 0.5\n", "  slack: 0.5\n  via: [core]\n"),
-        )?;
+        std::fs::write(dir.join("policy.yaml"), policy_via_core())?;
         Ok(())
     })
     .unwrap();

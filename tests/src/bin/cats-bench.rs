@@ -21,6 +21,9 @@
 //! Every measurement is checked against the event and drop counters: a case whose packets did
 //! not all take the intended path (affinity hit, affinity miss, not a service; segment
 //! advanced, decapsulated, transit forwarded) fails the run.
+//!
+//! `--throughput` instead measures UDP throughput through the example lab's whole chain, with
+//! cats' XDP at core and edge against the kernel's seg6/seg6local (see `bench/throughput.rs`).
 
 #[path = "../bench/cases.rs"]
 mod cases;
@@ -28,6 +31,8 @@ mod cases;
 mod endpoint;
 #[path = "../bench/system.rs"]
 mod system;
+#[path = "../bench/throughput.rs"]
+mod throughput;
 
 use std::{process::ExitCode, time::Instant};
 
@@ -39,12 +44,16 @@ use crate::cases::Bench;
 
 const USAGE: &str = "\
 usage: cats-bench [--repeat N] [--calls N] [--rounds N]
+       cats-bench --throughput
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
                (default 1000000)
   --calls N    BPF_PROG_TEST_RUN calls of one run each for frames the program rewrites:
                the headend's encapsulated ones and every endpoint frame (default 100000)
   --rounds N   interleaved rounds; the median and min..max are printed (default 5)
+  --throughput instead of the per-packet costs: UDP packets/s through the example lab
+               (client -> gw -> core -> edge1 -> sink), cats XDP at core and edge1 against
+               the kernel's seg6/seg6local there, as ratios (about 40 s)
 
 Must run as root: it creates (and removes) its own network namespaces.";
 
@@ -54,10 +63,11 @@ pub struct Args {
     pub repeat: u32,
     pub calls: u32,
     pub rounds: usize,
+    pub throughput: bool,
 }
 
 fn parse_args() -> Result<Option<Args>> {
-    let mut args = Args { repeat: 1_000_000, calls: 100_000, rounds: 5 };
+    let mut args = Args { repeat: 1_000_000, calls: 100_000, rounds: 5, throughput: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -67,6 +77,10 @@ fn parse_args() -> Result<Option<Args>> {
         if flag == "-h" || flag == "--help" {
             println!("{USAGE}");
             return Ok(None);
+        }
+        if flag == "--throughput" && inline.is_none() {
+            args.throughput = true;
+            continue;
         }
         if !matches!(flag.as_str(), "--repeat" | "--calls" | "--rounds") {
             bail!("unknown argument {arg:?}\n\n{USAGE}");
@@ -95,6 +109,9 @@ fn run(args: Args) -> Result<()> {
         bail!("must run as root: it creates network namespaces and loads XDP programs");
     }
     system::catch_interrupts()?;
+    if args.throughput {
+        return throughput::run();
+    }
     let started = Instant::now();
     system::print_header(&args);
     for (flag, n) in [("--repeat", args.repeat), ("--calls", args.calls)] {
