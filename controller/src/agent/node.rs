@@ -120,9 +120,8 @@ async fn apply(
             .sids
             .iter()
             .filter_map(|s| match s.behavior {
-                SidBehavior::EndX { nexthop } | SidBehavior::EndDx6 { nexthop } => {
-                    Some(nexthop.into())
-                }
+                // End.X next hops are link neighbours the underlay resolves anyway.
+                SidBehavior::EndDx6 { nexthop } => Some(nexthop.into()),
                 SidBehavior::EndDx4 { nexthop } => Some(nexthop.into()),
                 _ => None,
             })
