@@ -41,14 +41,21 @@ fn quote(word: &OsStr) -> String {
     }
 }
 
-/// Runs `cmd` with inherited stdio; fails, naming the command line, unless it exits 0.
-pub fn run(cmd: &mut Command) -> Result<()> {
+/// Shows the command line about to run (`+ ...`) and returns it; with --dry-run only shows it
+/// and returns `None`: the caller then runs nothing.
+pub fn announce(cmd: &Command) -> Option<String> {
     let line = line(cmd);
     if dry_run() {
         println!("[dry-run] {line}");
-        return Ok(());
+        return None;
     }
     eprintln!("+ {line}");
+    Some(line)
+}
+
+/// Runs `cmd` with inherited stdio; fails, naming the command line, unless it exits 0.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let Some(line) = announce(cmd) else { return Ok(()) };
     let status = cmd.status().with_context(|| format!("could not start `{line}`"))?;
     check(status, &line)
 }

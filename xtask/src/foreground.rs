@@ -73,12 +73,7 @@ impl Drop for Handlers {
 
 /// Runs `cmd` with inherited stdio and waits for it, however it is interrupted.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let line = cmd::line(cmd);
-    if cmd::dry_run() {
-        println!("[dry-run] {line}");
-        return Ok(());
-    }
-    eprintln!("+ {line}");
+    let Some(line) = cmd::announce(cmd) else { return Ok(()) };
     let handlers = Handlers::install()?;
     let mut child = cmd.spawn().with_context(|| format!("could not start `{line}`"))?;
     CHILD.store(i32::try_from(child.id()).unwrap_or(0), Ordering::Relaxed);

@@ -46,12 +46,7 @@ impl Totals {
 
 /// Runs `cmd` (a `cargo test`), passing its output through as it comes.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let line = cmd::line(cmd);
-    if cmd::dry_run() {
-        println!("[dry-run] {line}");
-        return Ok(());
-    }
-    eprintln!("+ {line}");
+    let Some(line) = cmd::announce(cmd) else { return Ok(()) };
     let mut child =
         cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("could not start `{line}`"))?;
     let stdout = child.stdout.take().context("child stdout")?;
