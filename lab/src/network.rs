@@ -213,8 +213,8 @@ impl LabNetwork {
 
     /// A namespace per instance behind the egress node. One instance gets a point-to-point
     /// veth whose node end holds the LAN addresses: XDP can redirect into a veth, not into a
-    /// bridge. Several instances share a bridge `lan` (then End.DX in XDP hands the packet to
-    /// the kernel's seg6local: use `dataplane: kernel` for such nodes).
+    /// bridge. Several instances share a bridge `lan`; XDP's End.DX cannot deliver through it,
+    /// so such nodes need `dataplane: kernel`.
     fn instance_lan(&mut self, node: &Node, hosted: &[(&Instance, Vec<IpAddr>)]) -> Result<()> {
         let router = &self.nodes[&node.name];
         let shared = hosted.len() > 1;
