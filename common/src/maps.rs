@@ -175,5 +175,8 @@ pub struct SidEntry {
 pub struct InterfaceFlags {
     /// Outside the SR domain: packets to the SID block are dropped (RFC 8754 5.1).
     pub external: u8,
-    pub _pad: [u8; 3],
+    /// XDP cannot redirect into this device (a bridge): packets the endpoint would send
+    /// there go to the kernel unchanged instead.
+    pub slow_path: u8,
+    pub _pad: [u8; 2],
 }

@@ -106,6 +106,11 @@ pub fn process(ctx: &XdpContext) -> Result<u32, DropReason> {
     let Lookup::Resolved(hop) = forward::lookup(ctx, towards, plan.tot_len, plan.table)? else {
         return pass(Event::EndpointToStack);
     };
+    // A device XDP cannot redirect into (a bridge) is the kernel's to reach.
+    // SAFETY: plain data written whole by the agent.
+    if unsafe { INTERFACES.get(hop.ifindex) }.is_some_and(|f| f.slow_path != 0) {
+        return pass(Event::EndpointToStack);
+    }
     match plan.rewrite {
         Rewrite::HopLimit => packet::decrement_hop_limit(ctx, Family::V6)?,
         Rewrite::Advance if plan.pop => {

@@ -1,6 +1,6 @@
 //! Builds the emulated network of an intent: one namespace per node, veth links with the
 //! topology's one-way latency (through a delay relay), a client LAN behind each ingress and a
-//! namespace per compute instance on a LAN bridge behind its egress node.
+//! namespace per compute instance behind its egress node.
 //!
 //! Addresses the lab owns (cats' agents add the link and router addresses themselves):
 //! - ingress node: its headend interface holds the first host of each node prefix
@@ -213,8 +213,7 @@ impl LabNetwork {
 
     /// A namespace per instance behind the egress node. One instance gets a point-to-point
     /// veth whose node end holds the LAN addresses: XDP can redirect into a veth, not into a
-    /// bridge. Several instances share a bridge `lan`; XDP's End.DX cannot deliver through it,
-    /// so such nodes need `dataplane: kernel`.
+    /// bridge. Several instances share a bridge `lan`, which XDP hands to the kernel.
     fn instance_lan(&mut self, node: &Node, hosted: &[(&Instance, Vec<IpAddr>)]) -> Result<()> {
         let router = &self.nodes[&node.name];
         let shared = hosted.len() > 1;

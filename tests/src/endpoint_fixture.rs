@@ -121,7 +121,7 @@ pub fn router() -> Result<Router> {
 /// namespace (interface names are resolved there).
 pub fn load(state: &EndpointState) -> Result<Dataplane> {
     let mut dp = Dataplane::load(None)?;
-    dp.apply_endpoint(state, &sids())?;
+    dp.apply_endpoint(state, &sids(), &[])?;
     Ok(dp)
 }
 

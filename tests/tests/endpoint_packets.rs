@@ -261,3 +261,18 @@ fn malformed_srhs_get_named_drops_and_foreign_routing_goes_to_the_kernel() {
         Ok(())
     });
 }
+
+#[test]
+fn next_hops_behind_devices_xdp_cannot_redirect_into_go_to_the_kernel() {
+    with_endpoint(node4::state(false, false, &[]), |dp, _mac| {
+        // What the agent does for a bridge: the instance's device is marked slow-path.
+        let up0 = cats_controller::dataplane::sids::ifindex("up0")?;
+        dp.apply_endpoint(&node4::state(false, false, &[]), &node4::sids(), &[up0])?;
+        let pkt = Srv6::new(dx6(), &[dx6()], 0).frame(&inner6());
+        let out = xdp::run(dp, PROG_ENDPOINT, &pkt)?;
+        assert_eq!((out.action, &out.frame), (XDP_PASS, &pkt), "unchanged, for seg6local");
+        assert_eq!(dp.events(Event::EndpointToStack)?, 1);
+        assert_eq!(dp.events(Event::Decapsulated)?, 0);
+        Ok(())
+    });
+}

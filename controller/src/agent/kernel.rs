@@ -287,6 +287,29 @@ impl Kernel {
         Ok(links)
     }
 
+    /// The ifindexes of the bridges in this namespace: XDP cannot redirect into them.
+    pub async fn bridges(&self) -> Result<Vec<u32>> {
+        use netlink_packet_route::link::{InfoKind, LinkInfo};
+        let messages: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| anyhow!("listing interfaces: {}", kernel_error(&e)))?;
+        Ok(messages
+            .iter()
+            .filter(|m| {
+                m.attributes.iter().any(|a| {
+                    matches!(a, LinkAttribute::LinkInfo(infos)
+                        if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+                })
+            })
+            .map(|m| m.header.index)
+            .collect())
+    }
+
     /// Keeps the neighbour entries of `nexthops` resolved ("managed" entries, Linux 5.16+):
     /// the XDP endpoint can only forward to a next hop whose MAC the FIB already knows, and
     /// for an on-link End.DX next hop the kernel's own slow path resolves the inner

@@ -127,7 +127,8 @@ async fn apply(
             })
             .collect();
         kernel.manage_neighbours(&nexthops).await?;
-        dataplane.apply_endpoint(endpoint, &state.sids)?;
+        let bridges = kernel.bridges().await?;
+        dataplane.apply_endpoint(endpoint, &state.sids, &bridges)?;
         // A headend interface keeps the headend program (one XDP program per interface).
         let todo: Vec<&String> =
             endpoint.interfaces.iter().filter(|i| !attached.contains(i)).collect();

@@ -63,9 +63,15 @@ pub fn ifindex(name: &str) -> Result<u32> {
 }
 
 impl Dataplane {
-    /// Brings the endpoint maps to `state` and `sids`. Interface names are resolved in the
-    /// calling thread's namespace before anything is written.
-    pub fn apply_endpoint(&mut self, state: &EndpointState, sids: &[LocalSid]) -> Result<()> {
+    /// Brings the endpoint maps to `state` and `sids`; `slow_path` lists the ifindexes XDP
+    /// cannot redirect into (bridges). Interface names are resolved in the calling thread's
+    /// namespace before anything is written.
+    pub fn apply_endpoint(
+        &mut self,
+        state: &EndpointState,
+        sids: &[LocalSid],
+        slow_path: &[u32],
+    ) -> Result<()> {
         let wanted = sid_entries(state, sids);
         let external: Vec<u32> =
             state.external_interfaces.iter().map(|i| ifindex(i)).collect::<Result<_>>()?;
@@ -91,13 +97,21 @@ impl Dataplane {
             trie.remove(&key)?;
         }
 
+        let mut flags: BTreeMap<u32, InterfaceFlags> = BTreeMap::new();
+        let none = InterfaceFlags { external: 0, slow_path: 0, _pad: [0; 2] };
+        for index in &external {
+            flags.entry(*index).or_insert(none).external = 1;
+        }
+        for index in slow_path {
+            flags.entry(*index).or_insert(none).slow_path = 1;
+        }
         let mut interfaces: HashMap<&mut MapData, u32, InterfaceFlags> =
             HashMap::try_from(ebpf.map_mut(MAP_INTERFACES).context("no interface map")?)?;
-        for index in &external {
-            interfaces.insert(index, InterfaceFlags { external: 1, _pad: [0; 3] }, 0)?;
+        for (index, f) in &flags {
+            interfaces.insert(index, f, 0)?;
         }
         let stale: Vec<u32> =
-            interfaces.keys().filter_map(|k| k.ok()).filter(|k| !external.contains(k)).collect();
+            interfaces.keys().filter_map(|k| k.ok()).filter(|k| !flags.contains_key(k)).collect();
         for index in stale {
             interfaces.remove(&index)?;
         }
