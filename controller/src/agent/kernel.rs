@@ -267,14 +267,7 @@ impl Kernel {
     }
 
     async fn links(&self) -> Result<Links> {
-        let messages: Vec<_> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| anyhow!("listing interfaces: {}", kernel_error(&e)))?;
+        let messages = dump(self.handle.link().get().execute(), "interfaces").await?;
         let mut links = Links::default();
         for message in messages {
             for attribute in &message.attributes {
@@ -290,14 +283,7 @@ impl Kernel {
     /// The ifindexes of the bridges in this namespace: XDP cannot redirect into them.
     pub async fn bridges(&self) -> Result<Vec<u32>> {
         use netlink_packet_route::link::{InfoKind, LinkInfo};
-        let messages: Vec<_> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| anyhow!("listing interfaces: {}", kernel_error(&e)))?;
+        let messages = dump(self.handle.link().get().execute(), "interfaces").await?;
         Ok(messages
             .iter()
             .filter(|m| {
@@ -322,14 +308,8 @@ impl Kernel {
         let addresses = self.cats_addresses_and_others().await?;
         // Entries that are managed already are left alone: replacing one restarts its
         // resolution and holds packets back meanwhile.
-        let existing: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| anyhow!("listing neighbours: {}", kernel_error(&e)))?;
+        let existing: Vec<NeighbourMessage> =
+            dump(self.handle.neighbours().get().execute(), "neighbours").await?;
         let already_managed = |ip: &IpAddr| {
             existing.iter().any(|n| {
                 let mut dst = None;
@@ -384,14 +364,8 @@ impl Kernel {
     /// Every address of the namespace (desired addresses may exist without our tag); `cats`
     /// marks ours.
     async fn cats_addresses_and_others(&self) -> Result<Vec<InstalledAddress>> {
-        let messages: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| anyhow!("listing addresses: {}", kernel_error(&e)))?;
+        let messages: Vec<AddressMessage> =
+            dump(self.handle.address().get().execute(), "addresses").await?;
         Ok(messages.into_iter().filter_map(InstalledAddress::parse).collect())
     }
 
@@ -401,14 +375,9 @@ impl Kernel {
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
             let mut query = RouteMessage::default();
             query.header.address_family = family;
-            let messages: Vec<RouteMessage> = self
-                .handle
-                .route()
-                .get(query)
-                .execute()
-                .try_collect()
-                .await
-                .map_err(|e| anyhow!("listing {family:?} routes: {}", kernel_error(&e)))?;
+            let messages: Vec<RouteMessage> =
+                dump(self.handle.route().get(query).execute(), &format!("{family:?} routes"))
+                    .await?;
             found.extend(
                 messages
                     .into_iter()
@@ -645,6 +614,14 @@ impl InstalledAddress {
             message,
         })
     }
+}
+
+/// Collects a netlink dump; a refusal names what was being listed.
+async fn dump<T>(
+    stream: impl futures::Stream<Item = Result<T, rtnetlink::Error>>,
+    what: &str,
+) -> Result<Vec<T>> {
+    stream.try_collect().await.map_err(|e| anyhow!("listing {what}: {}", kernel_error(&e)))
 }
 
 /// Just enough of a dumped address to delete exactly it.
