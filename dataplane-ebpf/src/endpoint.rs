@@ -154,10 +154,7 @@ fn decide(ctx: &XdpContext) -> Result<Decision, DropReason> {
     if in_block && from_outside(ctx) {
         return Err(DropReason::OutsideDomain);
     }
-    // Copied out with a volatile read: left as a pointer, LLVM may carry the map value
-    // pointer into code the verifier rejects (shifting a pointer to unpack a field).
-    // SAFETY: a live map value of the right type; entries are plain data written whole.
-    let sid = SIDS.get(Key::new(128, ip.dst)).map(|e| unsafe { core::ptr::read_volatile(e) });
+    let sid = SIDS.get(Key::new(128, ip.dst)).copied();
     if sid.is_none() && !in_block {
         return Ok(Decision::Pass(Event::NotForUs));
     }
