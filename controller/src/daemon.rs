@@ -112,6 +112,7 @@ pub async fn run(
     info!(nodes = ?served, generation, "controller started");
 
     let mut intent_error: Option<String> = None;
+    let mut last_status: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(config.poll);
     tokio::pin!(shutdown);
     loop {
@@ -159,7 +160,13 @@ pub async fn run(
             }
         }
         if let Some(path) = &config.status_file {
-            write_status(path, generation, intent_error.as_deref(), &store, &statuses, &compiled)?;
+            let status =
+                status_json(generation, intent_error.as_deref(), &store, &statuses, &compiled)?;
+            // Rewritten only when something changed: readers poll it, the disk need not churn.
+            if status != last_status {
+                write_atomically(path, &status)?;
+                last_status = status;
+            }
         }
     }
     info!("controller stopping; pinned programs and maps keep forwarding");
@@ -174,14 +181,13 @@ fn publish(store: &EmbeddedStore, compiled: &Compiled, served: &[String]) {
     }
 }
 
-fn write_status(
-    path: &Path,
+fn status_json(
     generation: u64,
     intent_error: Option<&str>,
     store: &EmbeddedStore,
     statuses: &BTreeMap<String, SharedStatus>,
     compiled: &Compiled,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let nodes = statuses
         .iter()
         .map(|(n, s)| {
@@ -190,9 +196,13 @@ fn write_status(
         })
         .collect();
     let status = Status { generation, intent_error, nodes, decisions: &compiled.decisions };
+    Ok(serde_json::to_vec_pretty(&status)?)
+}
+
+/// Write then rename, so a reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&status)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
