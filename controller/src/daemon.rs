@@ -92,7 +92,7 @@ pub async fn run(
     let mut statuses: BTreeMap<String, SharedStatus> = BTreeMap::new();
     let mut metrics = Metrics::default();
     if let Some(dir) = &config.metrics_dir {
-        metrics.utilization = metrics_files::read_utilization(dir);
+        metrics.instances = instance_metrics(metrics_files::read_utilization(dir));
     }
     let mut generation = 1;
     let mut compiled = compile::compile(&intent, &metrics, generation)?;
@@ -140,9 +140,11 @@ pub async fn run(
         }
         if let Some(dir) = &config.metrics_dir {
             let fresh = metrics_files::read_utilization(dir);
-            if metrics_files::changed_enough(&metrics.utilization, &fresh) {
+            let used: BTreeMap<String, f64> =
+                metrics.instances.iter().map(|(k, m)| (k.clone(), m.utilization)).collect();
+            if metrics_files::changed_enough(&used, &fresh) {
                 info!(?fresh, "compute metrics changed; recompiling");
-                metrics.utilization = fresh;
+                metrics.instances = instance_metrics(fresh);
                 recompile = true;
             }
         }
@@ -171,6 +173,15 @@ pub async fn run(
     }
     info!("controller stopping; pinned programs and maps keep forwarding");
     Ok(())
+}
+
+fn instance_metrics(
+    utilization: BTreeMap<String, f64>,
+) -> BTreeMap<String, compile::InstanceMetric> {
+    utilization
+        .into_iter()
+        .map(|(k, u)| (k, compile::InstanceMetric { utilization: u, ..Default::default() }))
+        .collect()
 }
 
 fn publish(store: &EmbeddedStore, compiled: &Compiled, served: &[String]) {

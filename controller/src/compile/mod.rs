@@ -4,6 +4,7 @@
 //! so it can be tested without a kernel and shown to an operator as a dry run.
 
 pub mod addressing;
+pub mod metrics;
 pub mod paths;
 pub mod select;
 
@@ -30,12 +31,7 @@ use crate::{
 };
 use cats_common::maps::{MAX_INSTANCES, MAX_SEGMENTS, MAX_SERVICES};
 
-/// Measurements that override or add to what the intent declares.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Metrics {
-    /// Measured utilisation per instance name, in [0, 1).
-    pub utilization: BTreeMap<String, f64>,
-}
+pub use self::metrics::{InstanceMetric, LinkMetric, Metrics};
 
 /// Desired state of every node, and the figures behind every weight.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -291,7 +287,7 @@ fn headend(
                 .collect();
             segments.push(addr::compute_sid(topo, egress.index, false, svc.cs_id, inst.id));
             let declared = inst.utilization;
-            let measured = metrics.utilization.get(&inst.name).copied().unwrap_or(0.0);
+            let measured = metrics.utilization(&inst.name).unwrap_or(0.0);
             candidates.push(Candidate {
                 instance: inst.name.clone(),
                 path_one_way_ms: one_way,

@@ -86,8 +86,11 @@ fn declared_or_measured_load_moves_weight() {
     assert_eq!(weight_of(&c, "edge2-a"), 1000);
 
     let mut metrics = Metrics::default();
-    metrics.utilization.insert("edge1-a".into(), 0.8);
-    metrics.utilization.insert("edge2-a".into(), 0.8);
+    for name in ["edge1-a", "edge2-a"] {
+        metrics
+            .instances
+            .insert(name.into(), InstanceMetric { utilization: 0.8, ..Default::default() });
+    }
     let c = compile(&example(), &metrics, 3).unwrap();
     assert!(weight_of(&c, "cloud-a") > 900);
 }
