@@ -4,8 +4,10 @@
 //! so it can be tested without a kernel and shown to an operator as a dry run.
 
 pub mod addressing;
+pub mod graph;
 pub mod metrics;
 pub mod paths;
+pub mod segments;
 pub mod select;
 
 use std::collections::BTreeMap;
@@ -265,21 +267,23 @@ fn headend(
         if !policy.ingress.is_empty() && !policy.ingress.contains(&node.name) {
             continue;
         }
-        if policy.via.len() + 1 > MAX_SEGMENTS {
+        if policy.constraints.waypoints.len() + 1 > MAX_SEGMENTS {
             return Err(CompileError::TooManySegments {
                 policy: policy.name.clone(),
-                count: policy.via.len() + 1,
+                count: policy.constraints.waypoints.len() + 1,
             });
         }
         let mut candidates = Vec::new();
         let mut instances = Vec::new();
         for inst in &svc.instances {
             let egress = intent.node(&inst.node).expect("validated: instance node exists");
-            let Some(one_way) = path_latency(spf, &node.name, &policy.via, &inst.node) else {
+            let waypoints = &policy.constraints.waypoints;
+            let Some(one_way) = path_latency(spf, &node.name, waypoints, &inst.node) else {
                 continue;
             };
             let mut segments: Vec<_> = policy
-                .via
+                .constraints
+                .waypoints
                 .iter()
                 .map(|v| {
                     addr::end_sid(topo, intent.node(v).expect("validated: waypoint exists").index)
@@ -308,7 +312,7 @@ fn headend(
             &candidates,
             Policy {
                 latency_only: policy.objective == Objective::MinLatency,
-                max_network_ms: policy.max_latency_ms,
+                max_network_ms: policy.constraints.max_latency_ms,
                 slack: policy.slack,
             },
         );

@@ -98,7 +98,7 @@ fn declared_or_measured_load_moves_weight() {
 #[test]
 fn waypoints_prepend_end_sids() {
     let mut intent = example();
-    intent.policies[0].via = vec!["core".into()];
+    intent.policies[0].constraints.waypoints = vec!["core".into()];
     let c = compile(&intent, &Metrics::default(), 1).unwrap();
     let he = c.nodes["gw"].headend.as_ref().unwrap();
     let cloud = he.instances.iter().find(|i| i.name == "cloud-a").unwrap();

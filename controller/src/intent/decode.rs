@@ -19,8 +19,9 @@ use ipnetwork::{IpNetwork, Ipv6Network};
 
 use super::error::IntentError;
 use super::model::{
-    Affinity, ComputeService, Dataplane, EndFlavor, Instance, Link, Node, Objective, PortMatch,
-    Protocol, Role, SteeringPolicy, Topology, Underlay,
+    Affinity, ComputeService, Constraints, Dampening, Dataplane, EndFlavor, Instance, Link,
+    LinkRef, LocalityGroup, Node, Objective, PortMatch, Protocol, Role, ScoreRange, ScoreWeights,
+    Scoring, SteeringPolicy, Topology, Underlay,
 };
 use super::yaml::{self, Pos, Value};
 use crate::state::FlowDefinition;
@@ -128,6 +129,18 @@ impl De<'_> {
         path: &str,
         known: &[&'static str],
     ) -> Option<Fields<'n>> {
+        self.fields_moved(node, path, known, &[])
+    }
+
+    /// [`Self::fields`], where `moved` lists (field, new place) of fields an earlier version
+    /// of the kind had here: their unknown-field error says where they went.
+    fn fields_moved<'n>(
+        &mut self,
+        node: &'n yaml::Node,
+        path: &str,
+        known: &[&'static str],
+        moved: &[(&str, &str)],
+    ) -> Option<Fields<'n>> {
         let Value::Map(entries) = &node.value else {
             self.err(path, format!("expected a mapping, found {}", describe(node)));
             return None;
@@ -146,12 +159,14 @@ impl De<'_> {
                 None => {
                     let expected =
                         known.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+                    let message = match moved.iter().find(|(old, _)| *old == entry.key) {
+                        Some((old, new)) => format!("unknown field `{old}`: it moved to `{new}`"),
+                        None => {
+                            format!("unknown field `{}`, expected one of {expected}", entry.key)
+                        }
+                    };
                     self.mark(child.clone(), entry.key_pos);
-                    self.err_at(
-                        &child,
-                        entry.key_pos,
-                        format!("unknown field `{}`, expected one of {expected}", entry.key),
-                    );
+                    self.err_at(&child, entry.key_pos, message);
                 }
             }
         }
@@ -847,35 +862,41 @@ fn instance(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Instance> 
 }
 
 fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Option<SteeringPolicy> {
-    let f = de.fields(
+    let f = de.fields_moved(
         node,
         path,
-        &["service", "objective", "maxLatencyMs", "slack", "ingress", "via", "affinity"],
+        &[
+            "service",
+            "objective",
+            "constraints",
+            "locality",
+            "slack",
+            "ingress",
+            "affinity",
+            "dampening",
+            "scoring",
+        ],
+        &[("via", "spec.constraints.waypoints"), ("maxLatencyMs", "spec.constraints.maxLatencyMs")],
     )?;
     let service = f.req(de, "service", string);
     let objective = f.opt_or(de, "objective", Objective::default(), |de, node, path| {
         let choices = [
             ("min-completion-time", Objective::MinCompletionTime),
             ("min-latency", Objective::MinLatency),
+            ("balanced", Objective::Balanced),
         ];
         keyword(de, node, path, "objective", &choices)
     });
-    let max_latency_ms = f.opt(de, "maxLatencyMs", |de, node, path| positive(de, node, path, None));
-    let slack = f.opt_or(de, "slack", 0.5, |de, node, path| {
-        let value = number(de, node, path)?;
-        if value < 0.0 {
-            de.err(path, "must be at least 0");
-            return None;
-        }
-        Some(value)
+    let constraints = f.opt_or(de, "constraints", Constraints::default(), constraints);
+    let locality = f.opt_or(de, "locality", Vec::new(), |de, node, path| {
+        let groups = strict_list(de, node, path, locality_group)?;
+        let names: Vec<_> = groups.iter().map(|group| group.name.as_str()).collect();
+        no_repeats(de, path, &names, "group");
+        Some(groups)
     });
-    let node_list = |de: &mut De<'_>, node: &yaml::Node, path: &str| {
-        let names = strict_list(de, node, path, string)?;
-        no_repeats(de, path, &names, "node");
-        Some(names)
-    };
+    check_locality(de, &f.path("locality"), &locality, &constraints, &f.path("constraints"));
+    let slack = f.opt_or(de, "slack", 0.5, |de, node, path| at_least(de, node, path, 0.0));
     let ingress = f.opt_or(de, "ingress", Vec::new(), node_list);
-    let via = f.opt_or(de, "via", Vec::new(), node_list);
     let affinity = f.opt_or(de, "affinity", Affinity::default(), |de, node, path| {
         let f = de.fields(node, path, &["flow", "timeoutSeconds"])?;
         let flow = f.opt_or(de, "flow", FlowDefinition::FiveTuple, |de, node, path| {
@@ -889,14 +910,282 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
             f.opt_or(de, "timeoutSeconds", 30, |de, node, path| int_in(de, node, path, 1, 86_400));
         Some(Affinity { flow, timeout_seconds })
     });
+    let dampening = f.opt_or(de, "dampening", Dampening::default(), |de, node, path| {
+        let f = de.fields(node, path, &["hysteresis", "holdDownSeconds"])?;
+        let default = Dampening::default();
+        let hysteresis = f.opt_or(de, "hysteresis", default.hysteresis, |de, node, path| {
+            let value = number(de, node, path)?;
+            if !(0.0..=1.0).contains(&value) {
+                de.err(path, "must be between 0 and 1");
+                return None;
+            }
+            Some(value)
+        });
+        let hold_down_seconds = f.opt_or(de, "holdDownSeconds", default.hold_down_seconds, {
+            |de, node, path| int_in(de, node, path, 0, 3600)
+        });
+        Some(Dampening { hysteresis, hold_down_seconds })
+    });
+    let scoring = f.opt_or(de, "scoring", Scoring::default(), scoring);
     Some(SteeringPolicy {
         name,
         service: service.unwrap_or_default(),
         objective,
-        max_latency_ms,
+        constraints,
+        locality,
         slack,
         ingress,
-        via,
         affinity,
+        dampening,
+        scoring,
     })
+}
+
+/// A number >= `min`.
+fn at_least(de: &mut De<'_>, node: &yaml::Node, path: &str, min: f64) -> Option<f64> {
+    let value = number(de, node, path)?;
+    if value < min {
+        de.err(path, format!("must be at least {min}"));
+        return None;
+    }
+    Some(value)
+}
+
+/// Node names, without repeats.
+fn node_list(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Vec<String>> {
+    let names = strict_list(de, node, path, string)?;
+    no_repeats(de, path, &names, "node");
+    Some(names)
+}
+
+/// Egress site names, without repeats.
+fn site_list(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Vec<String>> {
+    let names = strict_list(de, node, path, string)?;
+    no_repeats(de, path, &names, "site");
+    Some(names)
+}
+
+fn constraints(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Constraints> {
+    let f = de.fields(
+        node,
+        path,
+        &[
+            "maxLatencyMs",
+            "minFreeTops",
+            "sites",
+            "excludeSites",
+            "avoidNodes",
+            "avoidLinks",
+            "waypoints",
+        ],
+    )?;
+    let max_latency_ms = f.opt(de, "maxLatencyMs", |de, node, path| positive(de, node, path, None));
+    let min_free_tops = f.opt(de, "minFreeTops", |de, node, path| at_least(de, node, path, 0.0));
+    let sites = f.opt_or(de, "sites", Vec::new(), site_list);
+    let exclude_sites = f.opt_or(de, "excludeSites", Vec::new(), site_list);
+    let avoid_nodes = f.opt_or(de, "avoidNodes", Vec::new(), node_list);
+    let avoid_links = f.opt_or(de, "avoidLinks", Vec::new(), |de, node, path| {
+        let links = strict_list(de, node, path, link_ref)?;
+        for (i, link) in links.iter().enumerate() {
+            let same =
+                |earlier: &LinkRef| earlier == link || (earlier.a == link.b && earlier.b == link.a);
+            if let Some(first) = links[..i].iter().position(same) {
+                de.err(
+                    &index(path, i),
+                    format!("link {}-{} is already listed at {path}[{first}]", link.a, link.b),
+                );
+            }
+        }
+        Some(links)
+    });
+    let waypoints = f.opt_or(de, "waypoints", Vec::new(), node_list);
+
+    let (sites_path, exclude_path) = (f.path("sites"), f.path("excludeSites"));
+    if de.doc.ok(&sites_path) && de.doc.ok(&exclude_path) {
+        for (i, site) in exclude_sites.iter().enumerate() {
+            if let Some(j) = sites.iter().position(|allowed| allowed == site) {
+                let message = format!(
+                    "site {site:?} is also allowed by {sites_path}[{j}] ({}); a site is either \
+                     allowed or excluded",
+                    de.doc.locate(&index(&sites_path, j))
+                );
+                de.err(&index(&exclude_path, i), message);
+            }
+        }
+    }
+    let (avoid_path, waypoints_path) = (f.path("avoidNodes"), f.path("waypoints"));
+    if de.doc.ok(&avoid_path) && de.doc.ok(&waypoints_path) {
+        for (i, waypoint) in waypoints.iter().enumerate() {
+            if let Some(j) = avoid_nodes.iter().position(|avoided| avoided == waypoint) {
+                let message = format!(
+                    "waypoint {waypoint:?} is also avoided by {avoid_path}[{j}] ({}); a path \
+                     cannot both pass and avoid it",
+                    de.doc.locate(&index(&avoid_path, j))
+                );
+                de.err(&index(&waypoints_path, i), message);
+            }
+        }
+    }
+    Some(Constraints {
+        max_latency_ms,
+        min_free_tops,
+        sites,
+        exclude_sites,
+        avoid_nodes,
+        avoid_links,
+        waypoints,
+    })
+}
+
+fn link_ref(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<LinkRef> {
+    let f = de.fields(node, path, &["a", "b"])?;
+    let a = f.req(de, "a", string);
+    let b = f.req(de, "b", string);
+    let (a, b) = (a?, b?);
+    if a == b {
+        de.err(
+            &f.path("b"),
+            format!("a link joins two different nodes, but a and b are both {a:?}"),
+        );
+        return None;
+    }
+    Some(LinkRef { a, b })
+}
+
+fn locality_group(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<LocalityGroup> {
+    let f = de.fields(node, path, &["name", "sites"])?;
+    let name = f.req(de, "name", |de, node, path| {
+        let name = string(de, node, path)?;
+        if !(1..=63).contains(&name.len()) || !name.chars().all(is_label_char) {
+            de.err(
+                path,
+                format!(
+                    "{name:?} is not a valid group name: use 1 to 63 lowercase letters, digits \
+                     or '-'"
+                ),
+            );
+        }
+        Some(name)
+    });
+    let sites = f.req(de, "sites", |de, node, path| {
+        let sites = strict_list(de, node, path, string);
+        let sites = non_empty(de, path, sites)?;
+        no_repeats(de, path, &sites, "site");
+        Some(sites)
+    });
+    Some(LocalityGroup { name: name?, sites: sites? })
+}
+
+/// Locality against itself and the constraints: each site in one group only, allowed by
+/// `sites` (when it lists any) and not excluded.
+fn check_locality(
+    de: &mut De<'_>,
+    path: &str,
+    locality: &[LocalityGroup],
+    constraints: &Constraints,
+    constraints_path: &str,
+) {
+    if !de.doc.ok(path) {
+        return;
+    }
+    let sites_path = join(constraints_path, "sites");
+    let exclude_path = join(constraints_path, "excludeSites");
+    let sites_ok = de.doc.ok(constraints_path) && de.doc.ok(&sites_path);
+    let exclude_ok = de.doc.ok(constraints_path) && de.doc.ok(&exclude_path);
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    for (g, group) in locality.iter().enumerate() {
+        let group_path = join(&index(path, g), "sites");
+        for (k, site) in group.sites.iter().enumerate() {
+            let site_path = index(&group_path, k);
+            if let Some(first) = seen.get(site.as_str()) {
+                let message = format!(
+                    "site {site:?} is already in group {first} ({}); a site belongs to one \
+                     group only",
+                    de.doc.locate(first)
+                );
+                de.err(&site_path, message);
+                continue;
+            }
+            // Repeats inside the group are reported by the group itself.
+            if group.sites[..k].contains(site) {
+                continue;
+            }
+            seen.insert(site, site_path.clone());
+            if sites_ok && !constraints.sites.is_empty() && !constraints.sites.contains(site) {
+                let message = format!(
+                    "site {site:?} is not allowed by {sites_path} ({}: {})",
+                    de.doc.locate(&sites_path),
+                    constraints.sites.join(", ")
+                );
+                de.err(&site_path, message);
+            }
+            if exclude_ok && let Some(j) = constraints.exclude_sites.iter().position(|s| s == site)
+            {
+                let message = format!(
+                    "site {site:?} is excluded by {exclude_path}[{j}] ({})",
+                    de.doc.locate(&index(&exclude_path, j))
+                );
+                de.err(&site_path, message);
+            }
+        }
+    }
+}
+
+fn scoring(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Scoring> {
+    let f = de.fields(node, path, &["network", "compute", "weights"])?;
+    let default = Scoring::default();
+    let network = f.opt_or(de, "network", default.network, |de, node, path| {
+        score_range(de, node, path, default.network)
+    });
+    let compute = f.opt_or(de, "compute", default.compute, |de, node, path| {
+        score_range(de, node, path, default.compute)
+    });
+    let weights = f.opt_or(de, "weights", default.weights, |de, node, path| {
+        let f = de.fields(node, path, &["network", "compute"])?;
+        let weight = |de: &mut De<'_>, node: &yaml::Node, path: &str| at_least(de, node, path, 0.0);
+        let network = f.opt_or(de, "network", default.weights.network, weight);
+        let compute = f.opt_or(de, "compute", default.weights.compute, weight);
+        let (network_path, compute_path) = (f.path("network"), f.path("compute"));
+        if network + compute <= 0.0 && de.doc.ok(&network_path) && de.doc.ok(&compute_path) {
+            de.err(path, "the weights must not all be 0: the L2 score is their weighted mean");
+            return None;
+        }
+        Some(ScoreWeights { network, compute })
+    });
+    Some(Scoring { network, compute, weights })
+}
+
+fn score_range(
+    de: &mut De<'_>,
+    node: &yaml::Node,
+    path: &str,
+    default: ScoreRange,
+) -> Option<ScoreRange> {
+    let f = de.fields(node, path, &["bestMs", "worstMs"])?;
+    let best_ms =
+        f.opt_or(de, "bestMs", default.best_ms, |de, node, path| at_least(de, node, path, 0.0));
+    let worst_ms =
+        f.opt_or(de, "worstMs", default.worst_ms, |de, node, path| positive(de, node, path, None));
+    let (best_path, worst_path) = (f.path("bestMs"), f.path("worstMs"));
+    if !de.doc.ok(&best_path) || !de.doc.ok(&worst_path) {
+        return None;
+    }
+    if worst_ms <= best_ms {
+        // Point at the field written; when both are, at worstMs.
+        if de.doc.has(&worst_path) {
+            let message = format!(
+                "must be greater than bestMs {best_ms}{}",
+                if de.doc.has(&best_path) {
+                    format!(" ({})", de.doc.locate(&best_path))
+                } else {
+                    " (the default)".to_owned()
+                }
+            );
+            de.err(&worst_path, message);
+        } else {
+            de.err(&best_path, format!("must be less than worstMs (default {worst_ms})"));
+        }
+        return None;
+    }
+    Some(ScoreRange { best_ms, worst_ms })
 }

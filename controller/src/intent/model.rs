@@ -198,7 +198,7 @@ pub struct Instance {
     pub utilization: f64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SteeringPolicy {
     /// `metadata.name` of the SteeringPolicy document.
@@ -206,15 +206,48 @@ pub struct SteeringPolicy {
     /// An existing compute service; at most one policy per service.
     pub service: String,
     pub objective: Objective,
-    /// Upper bound on the path latency, > 0.
-    pub max_latency_ms: Option<f64>,
+    /// Which instances and paths may be used at all.
+    pub constraints: Constraints,
+    /// Ordered failover groups of egress sites: new flows go to the first group that has a
+    /// usable instance. Sites not listed form an implicit last group (see
+    /// [`SteeringPolicy::group_of`]). Names are unique; each site is in at most one group.
+    pub locality: Vec<LocalityGroup>,
     /// >= 0; default 0.5.
     pub slack: f64,
     /// Existing nodes with role ingress; empty means every ingress node.
     pub ingress: Vec<String>,
-    /// Existing nodes with role transit to pass through, in order, without repeats.
-    pub via: Vec<String>,
     pub affinity: Affinity,
+    pub dampening: Dampening,
+    pub scoring: Scoring,
+}
+
+impl Default for SteeringPolicy {
+    fn default() -> Self {
+        SteeringPolicy {
+            name: String::new(),
+            service: String::new(),
+            objective: Objective::default(),
+            constraints: Constraints::default(),
+            locality: Vec::new(),
+            slack: 0.5,
+            ingress: Vec::new(),
+            affinity: Affinity::default(),
+            dampening: Dampening::default(),
+            scoring: Scoring::default(),
+        }
+    }
+}
+
+impl SteeringPolicy {
+    /// The position in `locality` of the group listing `site`; `locality.len()` for a site no
+    /// group lists: unlisted sites form an implicit last group, used only when no listed
+    /// group has a usable instance.
+    pub fn group_of(&self, site: &str) -> usize {
+        self.locality
+            .iter()
+            .position(|group| group.sites.iter().any(|s| s == site))
+            .unwrap_or(self.locality.len())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -225,6 +258,143 @@ pub enum Objective {
     MinCompletionTime,
     /// Network latency only.
     MinLatency,
+    /// Spread new flows over every instance that meets the constraints, ranked by the L2
+    /// score.
+    Balanced,
+}
+
+/// Hard limits on instances and paths; every field is optional and absent means no limit.
+/// The validated intent always leaves at least one usable instance for every ingress.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Constraints {
+    /// Upper bound on the network round trip, > 0; at least the best declared round trip from
+    /// each ingress to some allowed instance.
+    pub max_latency_ms: Option<f64>,
+    /// An instance needs at least this much free capacity, `tops * (1 - utilization)`, >= 0;
+    /// at most the declared `tops` of some allowed instance.
+    pub min_free_tops: Option<f64>,
+    /// Allowed egress sites (nodes with role egress), without repeats; empty allows all.
+    pub sites: Vec<String>,
+    /// Egress sites never used, without repeats, none of them in `sites`.
+    pub exclude_sites: Vec<String>,
+    /// Existing nodes a path must not traverse, without repeats; no ingress of the policy.
+    pub avoid_nodes: Vec<String>,
+    /// Existing links a path must not use, without repeats.
+    pub avoid_links: Vec<LinkRef>,
+    /// Nodes with role transit to pass through, in order, without repeats, none avoided.
+    pub waypoints: Vec<String>,
+}
+
+/// A link named by its two ends; either orientation names the same link.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkRef {
+    pub a: String,
+    pub b: String,
+}
+
+impl LinkRef {
+    /// Whether `link` joins the same two nodes, in either orientation.
+    pub fn matches(&self, link: &Link) -> bool {
+        (link.a == self.a && link.b == self.b) || (link.a == self.b && link.b == self.a)
+    }
+}
+
+impl Topology {
+    /// The position in `links` of the link `link` names (in either orientation).
+    pub fn link_index(&self, link: &LinkRef) -> Option<usize> {
+        self.links.iter().position(|l| link.matches(l))
+    }
+}
+
+/// One failover group of [`SteeringPolicy::locality`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalityGroup {
+    /// Lowercase `[a-z0-9-]`, unique within the policy.
+    pub name: String,
+    /// Non-empty; egress nodes allowed by the constraints, each in one group only.
+    pub sites: Vec<String>,
+}
+
+/// Keeps steering from flapping between instances whose scores are close.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dampening {
+    /// A new best must beat the current one by this fraction, in [0, 1]; default 0.1.
+    pub hysteresis: f64,
+    /// Seconds a decision is held before it may change again, 0..=3600; default 2.
+    pub hold_down_seconds: u64,
+}
+
+impl Default for Dampening {
+    fn default() -> Self {
+        Dampening { hysteresis: 0.1, hold_down_seconds: 2 }
+    }
+}
+
+/// L0 -> L1 -> L2 metric normalisation (draft-ietf-cats-metric-definition): each raw (L0)
+/// metric maps to an L1 score in [0, 10], and the L2 score is their weighted mean.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scoring {
+    /// L1 network score from the round trip; default 0 .. 200 ms.
+    pub network: ScoreRange,
+    /// L1 compute score from the predicted service time; default 0 .. 1000 ms.
+    pub compute: ScoreRange,
+    /// Default 0.5 / 0.5.
+    pub weights: ScoreWeights,
+}
+
+impl Default for Scoring {
+    fn default() -> Self {
+        Scoring {
+            network: ScoreRange { best_ms: 0.0, worst_ms: 200.0 },
+            compute: ScoreRange { best_ms: 0.0, worst_ms: 1000.0 },
+            weights: ScoreWeights::default(),
+        }
+    }
+}
+
+/// Maps a time linearly to an L1 score: 10 at or below `best_ms`, 0 at or above `worst_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreRange {
+    /// >= 0.
+    pub best_ms: f64,
+    /// Greater than `best_ms`.
+    pub worst_ms: f64,
+}
+
+impl ScoreRange {
+    /// The L1 score of `ms`, in [0, 10].
+    pub fn score(&self, ms: f64) -> f64 {
+        (10.0 * (self.worst_ms - ms) / (self.worst_ms - self.best_ms)).clamp(0.0, 10.0)
+    }
+}
+
+/// Weights of the L1 scores in the L2 score: each >= 0, their sum > 0.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScoreWeights {
+    pub network: f64,
+    pub compute: f64,
+}
+
+impl Default for ScoreWeights {
+    fn default() -> Self {
+        ScoreWeights { network: 0.5, compute: 0.5 }
+    }
+}
+
+impl Scoring {
+    /// The L2 score, in [0, 10], of a round trip and a predicted service time.
+    pub fn score(&self, network_ms: f64, compute_ms: f64) -> f64 {
+        let ScoreWeights { network, compute } = self.weights;
+        (network * self.network.score(network_ms) + compute * self.compute.score(compute_ms))
+            / (network + compute)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

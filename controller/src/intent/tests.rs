@@ -79,7 +79,8 @@ metadata:
 spec:
   service: web
   objective: min-latency
-  via: [core]
+  constraints:
+    waypoints: [core]
 ";
 
 fn sources(network: &str, services: &str, policy: &str) -> Vec<(PathBuf, String)> {
@@ -188,11 +189,17 @@ fn fixture_is_valid_and_defaults_apply() {
             name: "web".into(),
             service: "web".into(),
             objective: Objective::MinLatency,
-            max_latency_ms: None,
+            constraints: Constraints { waypoints: vec!["core".into()], ..Default::default() },
+            locality: vec![],
             slack: 0.5,
             ingress: vec![],
-            via: vec!["core".into()],
             affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
+            dampening: Dampening { hysteresis: 0.1, hold_down_seconds: 2 },
+            scoring: Scoring {
+                network: ScoreRange { best_ms: 0.0, worst_ms: 200.0 },
+                compute: ScoreRange { best_ms: 0.0, worst_ms: 1000.0 },
+                weights: ScoreWeights { network: 0.5, compute: 0.5 },
+            },
         }
     );
     assert!(intent.policy_for("dns").is_none());
@@ -281,11 +288,10 @@ fn example_directory_loads() {
             name: "plates".into(),
             service: "plate-recognition".into(),
             objective: Objective::MinCompletionTime,
-            max_latency_ms: Some(100.0),
+            constraints: Constraints { max_latency_ms: Some(100.0), ..Default::default() },
             slack: 0.5,
-            ingress: vec![],
-            via: vec![],
             affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
+            ..Default::default()
         })
     );
 }
@@ -298,9 +304,9 @@ fn documents_in_one_file_and_explicit_values() {
         SERVICES,
         edit(
             POLICY,
-            "  via: [core]\n",
-            "  via: [core]\n  ingress: [gw]\n  maxLatencyMs: 20\n  slack: 0\n  affinity:\n    \
-             flow: source-address\n    timeoutSeconds: 600\n",
+            "    waypoints: [core]\n",
+            "    waypoints: [core]\n    maxLatencyMs: 20\n  ingress: [gw]\n  slack: 0\n  \
+             affinity:\n    flow: source-address\n    timeoutSeconds: 600\n",
         )
     );
     let intent = parse_documents(&[(PathBuf::from("all.yaml"), all)]).unwrap();
@@ -308,7 +314,7 @@ fn documents_in_one_file_and_explicit_values() {
     assert_eq!(intent.services.len(), 2);
     let policy = &intent.policies[0];
     assert_eq!(policy.ingress, vec!["gw".to_owned()]);
-    assert_eq!(policy.max_latency_ms, Some(20.0));
+    assert_eq!(policy.constraints.max_latency_ms, Some(20.0));
     assert_eq!(policy.slack, 0.0);
     assert_eq!(
         policy.affinity,
@@ -511,7 +517,7 @@ fn all_errors_are_collected_in_order() {
          (services.yaml:6:3)\n\
          services.yaml:31:7: spec.instances[0].utilization: must be at least 0 and less than 1\n\
          policy.yaml:7:3: spec.objective: unknown objective \"fastest\", expected one of \
-         min-completion-time, min-latency"
+         min-completion-time, min-latency, balanced"
     );
 }
 
@@ -831,7 +837,11 @@ fn shared_service_addresses() {
 fn policy_rules() {
     let policy = format!(
         "{}---\n{}",
-        edit(POLICY, "  via: [core]\n", "  via: [edge, core, core]\n  ingress: [core, nowhere]\n"),
+        edit(
+            POLICY,
+            "    waypoints: [core]\n",
+            "    waypoints: [edge, core, core]\n  ingress: [core, nowhere]\n"
+        ),
         edit(POLICY, "  name: web\n", "  name: other\n")
     );
     let policy = format!(
@@ -848,32 +858,32 @@ fn policy_rules() {
     assert_at(
         &errors[0],
         "policy.yaml",
-        8,
         9,
-        "spec.via[0]",
+        17,
+        "spec.constraints.waypoints[0]",
         "node \"edge\" does not have role transit",
     );
     assert_at(
         &errors[1],
         "policy.yaml",
-        8,
-        21,
-        "spec.via[2]",
-        "node core is already listed at spec.via[1]",
+        9,
+        29,
+        "spec.constraints.waypoints[2]",
+        "node core is already listed at spec.constraints.waypoints[1]",
     );
     assert_at(
         &errors[2],
         "policy.yaml",
-        9,
+        10,
         13,
         "spec.ingress[0]",
         "node \"core\" does not have role ingress",
     );
-    assert_at(&errors[3], "policy.yaml", 9, 19, "spec.ingress[1]", "unknown node \"nowhere\"");
+    assert_at(&errors[3], "policy.yaml", 10, 19, "spec.ingress[1]", "unknown node \"nowhere\"");
     assert_at(
         &errors[4],
         "policy.yaml",
-        16,
+        17,
         3,
         "spec.service",
         "ComputeService \"web\" already has a SteeringPolicy (policy.yaml:6:3)",
@@ -881,7 +891,7 @@ fn policy_rules() {
     assert_at(
         &errors[5],
         "policy.yaml",
-        25,
+        27,
         3,
         "spec.service",
         "unknown ComputeService \"mail\" (services: dns, web)",
@@ -915,8 +925,7 @@ fn load_dir_reads_yaml_files_in_name_order() {
     std::fs::create_dir_all(dir.join("nested.yaml")).unwrap();
     std::fs::write(dir.join("b-services.yml"), SERVICES).unwrap();
     std::fs::write(dir.join("a-network.yaml"), NETWORK).unwrap();
-    std::fs::write(dir.join("c-policy.yaml"), edit(POLICY, "  via: [core]\n", "  via: [gw]\n"))
-        .unwrap();
+    std::fs::write(dir.join("c-policy.yaml"), edit(POLICY, "[core]", "[gw]")).unwrap();
     std::fs::write(dir.join("notes.txt"), "not: [yaml").unwrap();
     let result = load_dir(&dir);
     let missing = load_files(&[dir.join("a-network.yaml"), dir.join("missing.yaml")]);
@@ -927,9 +936,9 @@ fn load_dir_reads_yaml_files_in_name_order() {
     assert_at(
         &errors[0],
         dir.join("c-policy.yaml").to_str().unwrap(),
-        8,
         9,
-        "spec.via[0]",
+        17,
+        "spec.constraints.waypoints[0]",
         "node \"gw\" does not have role transit",
     );
 

@@ -4,7 +4,7 @@
 //! check runs only on values whose path is ok (decoded fine), and reference checks run only
 //! when the set they look names up in is complete, so one mistake does not cascade.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -12,7 +12,7 @@ use ipnetwork::{IpNetwork, Ipv6Network};
 
 use super::decode::{Decoded, Doc, Kind, Object, index, join, role_name};
 use super::error::IntentError;
-use super::model::{ComputeService, Intent, Node, Role, SteeringPolicy, Topology};
+use super::model::{ComputeService, Instance, Intent, Node, Role, SteeringPolicy, Topology};
 
 struct Checker<'a> {
     docs: &'a [Doc],
@@ -44,9 +44,13 @@ struct NodeInfo<'t> {
 
 struct Nodes<'t> {
     doc: usize,
+    topology: &'t Topology,
     by_name: HashMap<&'t str, NodeInfo<'t>>,
     /// Every node decoded with a usable name: a name missing from `by_name` is dangling.
     complete: bool,
+    /// Every link decoded, with its latency, between two distinct existing nodes: path
+    /// computations over `topology` can be trusted.
+    links_complete: bool,
     sr_block: Option<Ipv6Network>,
 }
 
@@ -165,8 +169,14 @@ fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
 
 fn check_topology<'t>(cx: &mut Checker<'_>, doc: usize, topology: &'t Topology) -> Nodes<'t> {
     let sr_block = cx.ok(doc, "spec.srBlock").then_some(topology.sr_block);
-    let mut nodes =
-        Nodes { doc, by_name: HashMap::new(), complete: cx.ok(doc, "spec.nodes"), sr_block };
+    let mut nodes = Nodes {
+        doc,
+        topology,
+        by_name: HashMap::new(),
+        complete: cx.ok(doc, "spec.nodes"),
+        links_complete: cx.ok(doc, "spec.links"),
+        sr_block,
+    };
 
     // Names and indexes.
     let mut indexes: HashMap<u16, String> = HashMap::new();
@@ -248,7 +258,11 @@ fn check_topology<'t>(cx: &mut Checker<'_>, doc: usize, topology: &'t Topology) 
     for (i, link) in topology.links.iter().enumerate() {
         let path = index("spec.links", i);
         if !cx.ok(doc, &path) {
+            nodes.links_complete = false;
             continue;
+        }
+        if !cx.ok(doc, &join(&path, "latencyMs")) {
+            nodes.links_complete = false;
         }
         let mut ends_ok = true;
         for (end, name) in [("a", &link.a), ("b", &link.b)] {
@@ -262,6 +276,7 @@ fn check_topology<'t>(cx: &mut Checker<'_>, doc: usize, topology: &'t Topology) 
             }
         }
         if !ends_ok || link.a == link.b {
+            nodes.links_complete = false;
             continue;
         }
         let pair = if link.a < link.b {
@@ -584,17 +599,370 @@ fn check_policies(
                 claimed.insert(&policy.service, doc);
             }
         }
-        let lists = [
-            ("spec.ingress", &policy.ingress, Role::Ingress, "traffic is steered where it enters"),
-            ("spec.via", &policy.via, Role::Transit, "waypoints are transit nodes"),
-        ];
-        for (path, names, role, why) in lists {
-            if !cx.ok(doc, path) {
+        check_policy_nodes(cx, doc, policy, nodes);
+        if let Some(nodes) = nodes
+            && let Some(&service_doc) = known.get(policy.service.as_str())
+            && let Some((_, service)) = services.iter().find(|(d, _)| *d == service_doc)
+            && cx.ok(doc, "spec.service")
+        {
+            check_feasible(cx, doc, policy, service_doc, service, nodes);
+        }
+    }
+}
+
+/// The node names a policy lists, against the topology; also records whether they all
+/// resolved, for [`check_feasible`].
+fn check_policy_nodes(
+    cx: &mut Checker<'_>,
+    doc: usize,
+    policy: &SteeringPolicy,
+    nodes: Option<&Nodes<'_>>,
+) {
+    let c = &policy.constraints;
+    let mut lists = vec![
+        (
+            "spec.ingress".to_owned(),
+            &policy.ingress,
+            Role::Ingress,
+            "traffic is steered where it enters",
+        ),
+        (
+            "spec.constraints.waypoints".to_owned(),
+            &c.waypoints,
+            Role::Transit,
+            "waypoints are transit nodes",
+        ),
+        ("spec.constraints.sites".to_owned(), &c.sites, Role::Egress, "sites are egress nodes"),
+        (
+            "spec.constraints.excludeSites".to_owned(),
+            &c.exclude_sites,
+            Role::Egress,
+            "sites are egress nodes",
+        ),
+    ];
+    for (g, group) in policy.locality.iter().enumerate() {
+        let path = join(&index("spec.locality", g), "sites");
+        lists.push((path, &group.sites, Role::Egress, "sites are egress nodes"));
+    }
+    for (path, names, role, why) in lists {
+        if !cx.ok(doc, &path) {
+            continue;
+        }
+        for (j, name) in names.iter().enumerate() {
+            lookup(cx, nodes, doc, &index(&path, j), name, role, why);
+        }
+    }
+    let Some(nodes) = nodes else {
+        return;
+    };
+
+    let avoid_path = "spec.constraints.avoidNodes";
+    if cx.ok(doc, avoid_path) {
+        let ingress = applicable_ingress(cx, doc, policy, nodes);
+        for (j, name) in c.avoid_nodes.iter().enumerate() {
+            let path = index(avoid_path, j);
+            if !nodes.by_name.contains_key(name.as_str()) {
+                if nodes.complete {
+                    let message = format!("unknown node {name:?} (nodes: {})", nodes.names());
+                    cx.err(doc, &path, message);
+                }
                 continue;
             }
-            for (j, name) in names.iter().enumerate() {
-                lookup(cx, nodes, doc, &index(path, j), name, role, why);
+            let Some(ingress) = &ingress else {
+                continue;
+            };
+            if ingress.contains(&name.as_str()) {
+                let why = match policy.ingress.iter().position(|n| n == name) {
+                    Some(k) => format!("listed at {}", cx.locate(doc, &index("spec.ingress", k))),
+                    None => "spec.ingress is empty, so the policy applies to every ingress node; \
+                             list the others in spec.ingress to leave it out"
+                        .to_owned(),
+                };
+                let message = format!(
+                    "node {name:?} is an ingress of this policy ({why}); its traffic enters \
+                     there, so no path can avoid it"
+                );
+                cx.err(doc, &path, message);
             }
         }
+    }
+
+    let links_path = "spec.constraints.avoidLinks";
+    if cx.ok(doc, links_path) && nodes.links_complete && nodes.complete {
+        for (j, link) in c.avoid_links.iter().enumerate() {
+            if nodes.topology.link_index(link).is_none() {
+                let links: Vec<_> =
+                    nodes.topology.links.iter().map(|l| format!("{}-{}", l.a, l.b)).collect();
+                let message = format!(
+                    "no link joins {:?} and {:?} (links: {})",
+                    link.a,
+                    link.b,
+                    if links.is_empty() { "none".to_owned() } else { links.join(", ") }
+                );
+                cx.err(doc, &index(links_path, j), message);
+            }
+        }
+    }
+}
+
+/// The ingress nodes a policy applies to: its list, or every ingress node when the list is
+/// empty; `None` when that is not known for sure.
+fn applicable_ingress<'t>(
+    cx: &Checker<'_>,
+    doc: usize,
+    policy: &'t SteeringPolicy,
+    nodes: &Nodes<'t>,
+) -> Option<Vec<&'t str>> {
+    if !cx.ok(doc, "spec.ingress") {
+        return None;
+    }
+    if !policy.ingress.is_empty() {
+        return Some(policy.ingress.iter().map(String::as_str).collect());
+    }
+    if !nodes.complete || nodes.by_name.values().any(|info| !info.roles_ok) {
+        return None;
+    }
+    Some(
+        nodes
+            .topology
+            .nodes
+            .iter()
+            .filter(|node| node.has_role(Role::Ingress))
+            .map(|node| node.name.as_str())
+            .collect(),
+    )
+}
+
+/// Milliseconds for messages: at most three decimals, without trailing zeros.
+fn ms(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// One-way declared latency from `from` to every node it reaches, on `topology` without the
+/// nodes `avoid_nodes` and the links `avoid_links`. The only use of the compile module's
+/// path computation.
+fn distances(
+    topology: &Topology,
+    avoid_nodes: &[String],
+    avoid_links: &[usize],
+    from: &str,
+) -> BTreeMap<String, f64> {
+    use crate::compile::paths::{adjacency, shortest_paths};
+    let mut kept = topology.clone();
+    kept.nodes.retain(|node| !avoid_nodes.contains(&node.name));
+    kept.links = topology
+        .links
+        .iter()
+        .enumerate()
+        .filter(|(i, link)| {
+            !avoid_links.contains(i)
+                && !avoid_nodes.contains(&link.a)
+                && !avoid_nodes.contains(&link.b)
+        })
+        .map(|(_, link)| link.clone())
+        .collect();
+    let adjacency = adjacency(&kept, |i| kept.links[i].latency_ms);
+    shortest_paths(&adjacency, from).distance
+}
+
+/// What a path must do: pass `waypoints` in order, avoiding nodes and links.
+#[derive(Clone)]
+struct PathRules<'p> {
+    waypoints: &'p [String],
+    avoid_nodes: &'p [String],
+    avoid_links: Vec<usize>,
+}
+
+impl PathRules<'_> {
+    /// The best declared round trip from `from` to any of `instances`, with the instance.
+    fn best<'i>(
+        &self,
+        topology: &Topology,
+        from: &str,
+        instances: &[&'i Instance],
+    ) -> Option<(f64, &'i Instance)> {
+        // One-way latency to reach each waypoint in turn, then every node from the last.
+        let mut at = from.to_owned();
+        let mut total = 0.0;
+        for waypoint in self.waypoints {
+            total += distances(topology, self.avoid_nodes, &self.avoid_links, &at).get(waypoint)?;
+            at = waypoint.clone();
+        }
+        let last = distances(topology, self.avoid_nodes, &self.avoid_links, &at);
+        instances
+            .iter()
+            .filter_map(|instance| Some((2.0 * (total + last.get(&instance.node)?), *instance)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+}
+
+/// Constraints that no instance can meet, for some ingress: no instance left on the allowed
+/// sites, none with enough capacity, no path, or none within the latency bound.
+fn check_feasible(
+    cx: &mut Checker<'_>,
+    doc: usize,
+    policy: &SteeringPolicy,
+    service_doc: usize,
+    service: &ComputeService,
+    nodes: &Nodes<'_>,
+) {
+    let c = &policy.constraints;
+    let fields = ["sites", "excludeSites", "avoidNodes", "avoidLinks", "waypoints"]
+        .map(|field| join("spec.constraints", field));
+    let all_ok = cx.ok(doc, "spec.constraints") && fields.iter().all(|path| cx.ok(doc, path));
+    let names_ok = nodes.complete
+        && nodes.links_complete
+        && nodes.by_name.values().all(|info| info.roles_ok)
+        && [&c.sites, &c.exclude_sites, &c.avoid_nodes, &c.waypoints, &policy.ingress]
+            .iter()
+            .all(|names| names.iter().all(|name| nodes.by_name.contains_key(name.as_str())))
+        && c.avoid_links.iter().all(|link| nodes.topology.link_index(link).is_some())
+        && !c.waypoints.iter().any(|waypoint| c.avoid_nodes.contains(waypoint));
+    let instances_ok = cx.ok(service_doc, "spec.instances")
+        && service.instances.iter().enumerate().all(|(i, instance)| {
+            let path = index("spec.instances", i);
+            cx.ok(service_doc, &path)
+                && cx.ok(service_doc, &join(&path, "node"))
+                && cx.ok(service_doc, &join(&path, "tops"))
+                && nodes.by_name.contains_key(instance.node.as_str())
+        });
+    if !all_ok || !names_ok || !instances_ok {
+        return;
+    }
+    let Some(ingress) = applicable_ingress(cx, doc, policy, nodes) else {
+        return;
+    };
+    if ingress.iter().any(|name| c.avoid_nodes.iter().any(|n| n == name)) {
+        return; // Reported by check_policy_nodes.
+    }
+
+    let describe = |instances: &[&Instance]| {
+        instances
+            .iter()
+            .map(|instance| format!("{} on {}", instance.name, instance.node))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let service_name = &service.name;
+    let all: Vec<&Instance> = service.instances.iter().collect();
+    let steps: [(&str, &dyn Fn(&Instance) -> bool, &str); 3] = [
+        (
+            "sites",
+            &|i| c.sites.is_empty() || c.sites.contains(&i.node),
+            "runs on none of these sites",
+        ),
+        ("excludeSites", &|i| !c.exclude_sites.contains(&i.node), "would use only excluded sites"),
+        ("avoidNodes", &|i| !c.avoid_nodes.contains(&i.node), "would run only on avoided nodes"),
+    ];
+    let mut left = all.clone();
+    for (field, keep, what) in steps {
+        let kept: Vec<&Instance> = left.iter().copied().filter(|i| keep(i)).collect();
+        if kept.is_empty() {
+            let which = if left.len() == all.len() { "its instances" } else { "still allowed" };
+            let message = format!(
+                "no instance of ComputeService {service_name:?} is left: it {what} ({which}: \
+                 {}; {})",
+                describe(&left),
+                cx.locate(service_doc, "spec.instances")
+            );
+            cx.err(doc, &join("spec.constraints", field), message);
+            return;
+        }
+        left = kept;
+    }
+    if let Some(min) = c.min_free_tops {
+        let kept: Vec<&Instance> = left.iter().copied().filter(|i| i.tops >= min).collect();
+        if kept.is_empty() {
+            let (k, largest) = service
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| left.iter().any(|l| l.name == i.name))
+                .max_by(|a, b| a.1.tops.total_cmp(&b.1.tops))
+                .expect("some instance is left");
+            let message = format!(
+                "more than the declared capacity of every allowed instance: the largest is {} \
+                 with {} tops ({})",
+                largest.name,
+                largest.tops,
+                cx.locate(service_doc, &join(&index("spec.instances", k), "tops"))
+            );
+            cx.err(doc, "spec.constraints.minFreeTops", message);
+            return;
+        }
+        left = kept;
+    }
+
+    // Paths: through the waypoints in order, avoiding nodes and links.
+    let topology = nodes.topology;
+    let rules = PathRules {
+        waypoints: &c.waypoints,
+        avoid_nodes: &c.avoid_nodes,
+        avoid_links: c.avoid_links.iter().filter_map(|link| topology.link_index(link)).collect(),
+    };
+    let mut unreachable = Vec::new();
+    let mut too_slow = Vec::new();
+    for from in &ingress {
+        match rules.best(topology, from, &left) {
+            None => unreachable.push(*from),
+            Some((round_trip, instance)) => {
+                if let Some(max) = c.max_latency_ms
+                    && round_trip > max
+                {
+                    too_slow.push(format!(
+                        "from {from}, {} ms to {}",
+                        ms(round_trip),
+                        instance.name
+                    ));
+                }
+            }
+        }
+    }
+    if !unreachable.is_empty() {
+        // Blame the one path rule without which a path exists; else all of them.
+        let relaxed = [
+            (
+                "waypoints",
+                "through the waypoints in order",
+                PathRules { waypoints: &[], ..rules.clone() },
+            ),
+            ("avoidNodes", "avoiding these nodes", PathRules { avoid_nodes: &[], ..rules.clone() }),
+            (
+                "avoidLinks",
+                "avoiding these links",
+                PathRules { avoid_links: Vec::new(), ..rules.clone() },
+            ),
+        ];
+        let field = relaxed.iter().find(|(field, _, relaxed)| {
+            let set = match *field {
+                "waypoints" => !c.waypoints.is_empty(),
+                "avoidNodes" => !c.avoid_nodes.is_empty(),
+                _ => !c.avoid_links.is_empty(),
+            };
+            set && unreachable.iter().all(|from| relaxed.best(topology, from, &left).is_some())
+        });
+        // Without any path rule, an unreachable instance is the topology's business.
+        let constrained =
+            !c.waypoints.is_empty() || !c.avoid_nodes.is_empty() || !c.avoid_links.is_empty();
+        if constrained {
+            let (path, how) = match field {
+                Some((field, how, _)) => (join("spec.constraints", field), *how),
+                None => ("spec.constraints".to_owned(), "with these waypoints and avoidances"),
+            };
+            let message = format!(
+                "no path {how} leads from ingress {} to an allowed instance ({})",
+                unreachable.join(", "),
+                describe(&left)
+            );
+            cx.err(doc, &path, message);
+        }
+    }
+    if !too_slow.is_empty() {
+        let message = format!(
+            "below the best declared round trip to an allowed instance ({})",
+            too_slow.join("; ")
+        );
+        cx.err(doc, "spec.constraints.maxLatencyMs", message);
     }
 }
