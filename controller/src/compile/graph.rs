@@ -2,8 +2,9 @@
 //!
 //! Nodes are `u32` ids in topology order and links keep their position in `topology.links`, so
 //! one shortest-path-first (SPF) run over 10,000 nodes and 40,000 links is a few milliseconds:
-//! a CSR adjacency, flat vectors per node and a binary heap, with no `String` work in the loops.
-//! Names are only looked up at the edges ([`Graph::node_id`], [`Graph::name`]).
+//! a CSR adjacency, one flat vector of per-node records and a binary heap, with no `String`
+//! work in the loops. Names are only looked up at the edges ([`Graph::node_id`],
+//! [`Graph::name`]).
 //!
 //! Everything here is pure and deterministic: the same topology and latencies give the same
 //! paths on every controller, bit for bit.
