@@ -572,7 +572,7 @@ impl Kind {
 pub(crate) enum Object {
     Topology(Topology),
     Service(ComputeService),
-    Policy(SteeringPolicy),
+    Policy(Box<SteeringPolicy>),
 }
 
 #[derive(Debug)]
@@ -625,9 +625,9 @@ pub(crate) fn document(de: &mut De<'_>, doc: usize, root: &yaml::Node) -> Decode
         Some(Kind::ComputeService) => {
             f.req(de, "spec", |de, node, path| service(de, node, path, name)).map(Object::Service)
         }
-        Some(Kind::SteeringPolicy) => {
-            f.req(de, "spec", |de, node, path| policy(de, node, path, name)).map(Object::Policy)
-        }
+        Some(Kind::SteeringPolicy) => f
+            .req(de, "spec", |de, node, path| policy(de, node, path, name))
+            .map(|policy| Object::Policy(Box::new(policy))),
         None => {
             // Without a kind the spec cannot be read; only say whether it is there.
             f.req(de, "spec", |_, _, _| Some(()));
@@ -890,8 +890,17 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
     let constraints = f.opt_or(de, "constraints", Constraints::default(), constraints);
     let locality = f.opt_or(de, "locality", Vec::new(), |de, node, path| {
         let groups = strict_list(de, node, path, locality_group)?;
-        let names: Vec<_> = groups.iter().map(|group| group.name.as_str()).collect();
-        no_repeats(de, path, &names, "group");
+        for (i, group) in groups.iter().enumerate() {
+            if let Some(first) = groups[..i].iter().position(|earlier| earlier.name == group.name) {
+                let first = index(path, first);
+                let message = format!(
+                    "group name {:?} is already used by {first} ({})",
+                    group.name,
+                    de.doc.locate(&join(&first, "name"))
+                );
+                de.err(&join(&index(path, i), "name"), message);
+            }
+        }
         Some(groups)
     });
     check_locality(de, &f.path("locality"), &locality, &constraints, &f.path("constraints"));
@@ -921,9 +930,10 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
             }
             Some(value)
         });
-        let hold_down_seconds = f.opt_or(de, "holdDownSeconds", default.hold_down_seconds, {
-            |de, node, path| int_in(de, node, path, 0, 3600)
-        });
+        let hold_down =
+            |de: &mut De<'_>, node: &yaml::Node, path: &str| int_in(de, node, path, 0, 3600);
+        let hold_down_seconds =
+            f.opt_or(de, "holdDownSeconds", default.hold_down_seconds, hold_down);
         Some(Dampening { hysteresis, hold_down_seconds })
     });
     let scoring = f.opt_or(de, "scoring", Scoring::default(), scoring);
@@ -1092,15 +1102,16 @@ fn check_locality(
     let exclude_path = join(constraints_path, "excludeSites");
     let sites_ok = de.doc.ok(constraints_path) && de.doc.ok(&sites_path);
     let exclude_ok = de.doc.ok(constraints_path) && de.doc.ok(&exclude_path);
-    let mut seen: HashMap<&str, String> = HashMap::new();
+    // Site -> (its group, its path).
+    let mut seen: HashMap<&str, (&str, String)> = HashMap::new();
     for (g, group) in locality.iter().enumerate() {
         let group_path = join(&index(path, g), "sites");
         for (k, site) in group.sites.iter().enumerate() {
             let site_path = index(&group_path, k);
-            if let Some(first) = seen.get(site.as_str()) {
+            if let Some((first_group, first)) = seen.get(site.as_str()) {
                 let message = format!(
-                    "site {site:?} is already in group {first} ({}); a site belongs to one \
-                     group only",
+                    "site {site:?} is already in group {first_group:?} ({first} at {}); a site \
+                     belongs to one group only",
                     de.doc.locate(first)
                 );
                 de.err(&site_path, message);
@@ -1110,7 +1121,7 @@ fn check_locality(
             if group.sites[..k].contains(site) {
                 continue;
             }
-            seen.insert(site, site_path.clone());
+            seen.insert(site, (&group.name, site_path.clone()));
             if sites_ok && !constraints.sites.is_empty() && !constraints.sites.contains(site) {
                 let message = format!(
                     "site {site:?} is not allowed by {sites_path} ({}: {})",

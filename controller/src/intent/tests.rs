@@ -999,3 +999,626 @@ fn external_interfaces_need_the_xdp_dataplane_and_dataplanes_are_checked() {
         "unknown dataplane \"dpdk\"",
     );
 }
+
+// SteeringPolicy constraints, locality, dampening and scoring, on a larger topology: two
+// ingress nodes, two transit nodes and four egress sites (edge3 hosts no instance).
+
+const CITY: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: Topology
+metadata:
+  name: city
+spec:
+  srBlock: fc00::/32
+  nodes:
+    - {name: gw, index: 1, roles: [ingress], headendInterfaces: [cams]}
+    - {name: gw2, index: 2, roles: [ingress], headendInterfaces: [cams]}
+    - {name: core, index: 3, roles: [transit]}
+    - {name: core2, index: 4, roles: [transit]}
+    - {name: edge1, index: 5, roles: [egress], prefixes: [fd00:21::/64]}
+    - {name: edge2, index: 6, roles: [egress], prefixes: [fd00:22::/64]}
+    - {name: edge3, index: 7, roles: [egress], prefixes: [fd00:23::/64]}
+    - {name: cloud, index: 8, roles: [egress], prefixes: [fd00:30::/64]}
+  links:
+    - {a: gw, b: core, latencyMs: 1}
+    - {a: gw2, b: core, latencyMs: 1}
+    - {a: gw, b: core2, latencyMs: 2}
+    - {a: core, b: core2, latencyMs: 1}
+    - {a: core, b: edge1, latencyMs: 2}
+    - {a: core, b: edge2, latencyMs: 2}
+    - {a: core, b: edge3, latencyMs: 2}
+    - {a: core, b: cloud, latencyMs: 15}
+    - {a: core2, b: cloud, latencyMs: 10}
+";
+
+const PLATES: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: ComputeService
+metadata:
+  name: plates
+spec:
+  csId: 1
+  addresses: [2001:db8::1]
+  requestCost: 0.02
+  instances:
+    - {name: edge1-a, id: 1, node: edge1, address: fd00:21::10, tops: 4}
+    - {name: edge2-a, id: 2, node: edge2, address: fd00:22::10, tops: 4}
+    - {name: cloud-a, id: 3, node: cloud, address: fd00:30::10, tops: 100}
+";
+
+/// The policy's first six lines; tests append the rest of its spec from line 7 on.
+const PLATES_POLICY: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: SteeringPolicy
+metadata:
+  name: plates
+spec:
+  service: plates
+";
+
+const FULL_POLICY: &str = "  objective: balanced
+  constraints:
+    maxLatencyMs: 100
+    minFreeTops: 1.5
+    sites: [edge1, edge2, cloud]
+    excludeSites: [edge3]
+    avoidNodes: [core2]
+    avoidLinks: [{a: edge2, b: core}]
+    waypoints: [core]
+  locality:
+    - name: street
+      sites: [edge1, edge2]
+    - name: regional
+      sites: [cloud]
+  slack: 0.25
+  ingress: [gw, gw2]
+  affinity: {flow: source-address, timeoutSeconds: 60}
+  dampening:
+    hysteresis: 0.2
+    holdDownSeconds: 5
+  scoring:
+    network: {bestMs: 2, worstMs: 150}
+    compute: {worstMs: 500}
+    weights: {network: 0.7, compute: 0.3}
+";
+
+/// The city intent with `spec` appended to the plates policy.
+fn city(spec: &str) -> Vec<(PathBuf, String)> {
+    sources(CITY, PLATES, &format!("{PLATES_POLICY}{spec}"))
+}
+
+/// The errors of the city intent with `spec` appended to the plates policy.
+fn city_fail(spec: &str) -> Vec<IntentError> {
+    fail(&city(spec))
+}
+
+#[test]
+fn full_policy_decodes_to_the_model() {
+    let intent = match parse_documents(&city(FULL_POLICY)) {
+        Ok(intent) => intent,
+        Err(errors) => panic!("{errors}"),
+    };
+    let policy = intent.policy_for("plates").unwrap();
+    let strings = |names: &[&str]| names.iter().map(|name| name.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        policy,
+        &SteeringPolicy {
+            name: "plates".into(),
+            service: "plates".into(),
+            objective: Objective::Balanced,
+            constraints: Constraints {
+                max_latency_ms: Some(100.0),
+                min_free_tops: Some(1.5),
+                sites: strings(&["edge1", "edge2", "cloud"]),
+                exclude_sites: strings(&["edge3"]),
+                avoid_nodes: strings(&["core2"]),
+                avoid_links: vec![LinkRef { a: "edge2".into(), b: "core".into() }],
+                waypoints: strings(&["core"]),
+            },
+            locality: vec![
+                LocalityGroup { name: "street".into(), sites: strings(&["edge1", "edge2"]) },
+                LocalityGroup { name: "regional".into(), sites: strings(&["cloud"]) },
+            ],
+            slack: 0.25,
+            ingress: strings(&["gw", "gw2"]),
+            affinity: Affinity { flow: FlowDefinition::SourceAddress, timeout_seconds: 60 },
+            dampening: Dampening { hysteresis: 0.2, hold_down_seconds: 5 },
+            scoring: Scoring {
+                network: ScoreRange { best_ms: 2.0, worst_ms: 150.0 },
+                compute: ScoreRange { best_ms: 0.0, worst_ms: 500.0 },
+                weights: ScoreWeights { network: 0.7, compute: 0.3 },
+            },
+        }
+    );
+    assert_eq!(policy.group_of("edge2"), 0);
+    assert_eq!(policy.group_of("cloud"), 1);
+    assert_eq!(policy.group_of("edge3"), 2, "unlisted sites form an implicit last group");
+    let link = |a: &str, b: &str| LinkRef { a: a.into(), b: b.into() };
+    assert_eq!(intent.topology.link_index(&policy.constraints.avoid_links[0]), Some(5));
+    assert_eq!(intent.topology.link_index(&link("core", "edge2")), Some(5));
+    assert_eq!(intent.topology.link_index(&link("gw", "edge1")), None);
+
+    // Everything optional: the documented defaults.
+    let intent = parse_documents(&city("")).unwrap();
+    let policy = intent.policy_for("plates").unwrap();
+    assert_eq!(
+        policy,
+        &SteeringPolicy { name: "plates".into(), service: "plates".into(), ..Default::default() }
+    );
+    assert_eq!(policy.objective, Objective::MinCompletionTime);
+    assert_eq!(policy.constraints, Constraints::default());
+    assert_eq!(policy.slack, 0.5);
+    assert_eq!(policy.dampening, Dampening { hysteresis: 0.1, hold_down_seconds: 2 });
+    assert_eq!(
+        policy.scoring,
+        Scoring {
+            network: ScoreRange { best_ms: 0.0, worst_ms: 200.0 },
+            compute: ScoreRange { best_ms: 0.0, worst_ms: 1000.0 },
+            weights: ScoreWeights { network: 0.5, compute: 0.5 },
+        }
+    );
+    assert_eq!(policy.group_of("edge1"), 0);
+    assert_eq!(policy.scoring.score(0.0, 0.0), 10.0);
+    assert_eq!(policy.scoring.score(100.0, 1000.0), 2.5);
+    assert_eq!(policy.scoring.network.score(400.0), 0.0);
+}
+
+#[test]
+fn fields_that_moved_say_where() {
+    let errors = city_fail("  via: [core]\n  maxLatencyMs: 100\n");
+    assert_eq!(errors.len(), 2, "{}", render(&errors));
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        7,
+        3,
+        "spec.via",
+        "unknown field `via`: it moved to `spec.constraints.waypoints`",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        8,
+        3,
+        "spec.maxLatencyMs",
+        "unknown field `maxLatencyMs`: it moved to `spec.constraints.maxLatencyMs`",
+    );
+    let errors = city_fail("  constraints: {maxLatency: 5}\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        7,
+        17,
+        "spec.constraints.maxLatency",
+        "unknown field `maxLatency`, expected one of `maxLatencyMs`, `minFreeTops`",
+    );
+}
+
+#[test]
+fn constraint_values() {
+    let errors = city_fail(
+        "  constraints:\n    maxLatencyMs: 0\n    minFreeTops: -1\n    sites: [edge2, edge2]\n    \
+         avoidLinks: [{a: core, b: edge1}, {a: gw, b: core}, {a: edge1, b: core}]\n",
+    );
+    assert_eq!(errors.len(), 4, "{}", render(&errors));
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        8,
+        5,
+        "spec.constraints.maxLatencyMs",
+        "must be greater than 0",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.minFreeTops",
+        "must be at least 0",
+    );
+    assert_at(
+        &errors[2],
+        "policy.yaml",
+        10,
+        20,
+        "spec.constraints.sites[1]",
+        "site edge2 is already listed at spec.constraints.sites[0]",
+    );
+    assert_at(
+        &errors[3],
+        "policy.yaml",
+        11,
+        57,
+        "spec.constraints.avoidLinks[2]",
+        "link edge1-core is already listed at spec.constraints.avoidLinks[0]",
+    );
+    let errors = city_fail("  constraints:\n    avoidLinks: [{a: core, b: core}]\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        8,
+        28,
+        "spec.constraints.avoidLinks[0].b",
+        "a link joins two different nodes, but a and b are both \"core\"",
+    );
+}
+
+#[test]
+fn sites_must_be_egress_nodes_allowed_or_excluded_not_both() {
+    let errors = city_fail(
+        "  constraints:\n    sites: [edge1, core, cloud]\n    excludeSites: [nowhere, cloud]\n",
+    );
+    assert_eq!(errors.len(), 3, "{}", render(&errors));
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        8,
+        20,
+        "spec.constraints.sites[1]",
+        "node \"core\" does not have role egress (its roles: transit, at network.yaml:10:30); \
+         sites are egress nodes",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        9,
+        20,
+        "spec.constraints.excludeSites[0]",
+        "unknown node \"nowhere\" (nodes: gw, gw2, core, core2, edge1, edge2, edge3, cloud)",
+    );
+    assert_at(
+        &errors[2],
+        "policy.yaml",
+        9,
+        29,
+        "spec.constraints.excludeSites[1]",
+        "site \"cloud\" is also allowed by spec.constraints.sites[2] (policy.yaml:8:26); a site \
+         is either allowed or excluded",
+    );
+}
+
+#[test]
+fn locality_groups() {
+    let errors = city_fail(
+        "  constraints:\n    sites: [edge1, edge2, edge3]\n    excludeSites: [cloud]\n  \
+         locality:\n    - {name: street, sites: [edge1, gw]}\n    - {name: street, sites: [edge2, \
+         edge1]}\n    - {name: Far_Away, sites: [cloud]}\n",
+    );
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 7, "{rendered}");
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        11,
+        37,
+        "spec.locality[0].sites[1]",
+        "site \"gw\" is not allowed by spec.constraints.sites (policy.yaml:8:5: edge1, edge2, edge3)",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        11,
+        37,
+        "spec.locality[0].sites[1]",
+        "node \"gw\" does not have role egress",
+    );
+    assert_at(
+        &errors[2],
+        "policy.yaml",
+        12,
+        8,
+        "spec.locality[1].name",
+        "group name \"street\" is already used by spec.locality[0] (policy.yaml:11:8)",
+    );
+    assert_at(
+        &errors[3],
+        "policy.yaml",
+        12,
+        37,
+        "spec.locality[1].sites[1]",
+        "site \"edge1\" is already in group \"street\" (spec.locality[0].sites[0] at \
+         policy.yaml:11:30); a site belongs to one group only",
+    );
+    assert_at(
+        &errors[4],
+        "policy.yaml",
+        13,
+        8,
+        "spec.locality[2].name",
+        "\"Far_Away\" is not a valid group name",
+    );
+    assert_at(
+        &errors[5],
+        "policy.yaml",
+        13,
+        32,
+        "spec.locality[2].sites[0]",
+        "site \"cloud\" is not allowed by spec.constraints.sites",
+    );
+    assert_at(
+        &errors[6],
+        "policy.yaml",
+        13,
+        32,
+        "spec.locality[2].sites[0]",
+        "site \"cloud\" is excluded by spec.constraints.excludeSites[0] (policy.yaml:9:20)",
+    );
+    let errors = city_fail("  locality:\n    - {name: empty, sites: []}\n");
+    assert_only(&errors, "policy.yaml", 8, 21, "spec.locality[0].sites", "must not be empty");
+
+    let errors = city_fail(
+        "  constraints:\n    excludeSites: [edge3, edge2]\n  locality:\n    - name: street\n      \
+         sites: [edge1, edge2]\n",
+    );
+    assert_only(
+        &errors,
+        "policy.yaml",
+        11,
+        22,
+        "spec.locality[0].sites[1]",
+        "site \"edge2\" is excluded by spec.constraints.excludeSites[1] (policy.yaml:8:27)",
+    );
+}
+
+#[test]
+fn waypoints_and_avoided_nodes_and_links() {
+    let errors = city_fail(
+        "  ingress: [gw2]\n  constraints:\n    waypoints: [core, edge1, core2]\n    avoidNodes: \
+         [core2, gw2, nowhere]\n    avoidLinks: [{a: gw, b: cloud}, {a: nowhere, b: core}]\n",
+    );
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 6, "{rendered}");
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        9,
+        23,
+        "spec.constraints.waypoints[1]",
+        "node \"edge1\" does not have role transit",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        9,
+        30,
+        "spec.constraints.waypoints[2]",
+        "waypoint \"core2\" is also avoided by spec.constraints.avoidNodes[0] (policy.yaml:10:18); \
+         a path cannot both pass and avoid it",
+    );
+    assert_at(
+        &errors[2],
+        "policy.yaml",
+        10,
+        25,
+        "spec.constraints.avoidNodes[1]",
+        "node \"gw2\" is an ingress of this policy (listed at policy.yaml:7:13); its traffic \
+         enters there, so no path can avoid it",
+    );
+    assert_at(
+        &errors[3],
+        "policy.yaml",
+        10,
+        30,
+        "spec.constraints.avoidNodes[2]",
+        "unknown node \"nowhere\"",
+    );
+    assert_at(
+        &errors[4],
+        "policy.yaml",
+        11,
+        18,
+        "spec.constraints.avoidLinks[0]",
+        "no link joins \"gw\" and \"cloud\" (links: gw-core, gw2-core, gw-core2, core-core2, \
+         core-edge1, core-edge2, core-edge3, core-cloud, core2-cloud)",
+    );
+    assert_at(
+        &errors[5],
+        "policy.yaml",
+        11,
+        37,
+        "spec.constraints.avoidLinks[1]",
+        "no link joins \"nowhere\" and \"core\"",
+    );
+
+    // Without an ingress list the policy applies to every ingress node.
+    let errors = city_fail("  constraints:\n    avoidNodes: [gw]\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        8,
+        18,
+        "spec.constraints.avoidNodes[0]",
+        "node \"gw\" is an ingress of this policy (spec.ingress is empty, so the policy applies \
+         to every ingress node",
+    );
+    // With one, other ingress nodes may be avoided.
+    parse_documents(&city("  ingress: [gw]\n  constraints:\n    avoidNodes: [gw2]\n")).unwrap();
+}
+
+#[test]
+fn constraints_that_leave_no_instance() {
+    let errors = city_fail("  constraints:\n    sites: [edge3]\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        8,
+        5,
+        "spec.constraints.sites",
+        "no instance of ComputeService \"plates\" is left: it runs on none of these sites (its \
+         instances: edge1-a on edge1, edge2-a on edge2, cloud-a on cloud; services.yaml:9:3)",
+    );
+    let errors = city_fail("  constraints:\n    excludeSites: [edge1, edge2, cloud]\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        8,
+        5,
+        "spec.constraints.excludeSites",
+        "it would use only excluded sites",
+    );
+    let errors =
+        city_fail("  constraints:\n    sites: [edge1, edge2]\n    avoidNodes: [edge2, edge1]\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.avoidNodes",
+        "it would run only on avoided nodes (still allowed: edge1-a on edge1, edge2-a on edge2; \
+         services.yaml:9:3)",
+    );
+    let errors = city_fail("  constraints:\n    excludeSites: [cloud]\n    minFreeTops: 4.5\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.minFreeTops",
+        "more than the declared capacity of every allowed instance: the largest is edge1-a with \
+         4 tops (services.yaml:10:65)",
+    );
+    // Enough capacity somewhere: fine, even if load may leave none free later.
+    parse_documents(&city("  constraints:\n    minFreeTops: 100\n")).unwrap();
+}
+
+#[test]
+fn constraints_that_leave_no_path() {
+    let errors = city_fail(
+        "  ingress: [gw]\n  constraints:\n    avoidLinks: [{a: gw, b: core}, {a: core2, b: gw}]\n",
+    );
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.avoidLinks",
+        "no path avoiding these links leads from ingress gw to an allowed instance (edge1-a on \
+         edge1, edge2-a on edge2, cloud-a on cloud)",
+    );
+    let errors = city_fail("  constraints:\n    sites: [edge1, edge2]\n    avoidNodes: [core]\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.avoidNodes",
+        "no path avoiding these nodes leads from ingress gw, gw2 to an allowed instance",
+    );
+    let errors = city_fail(
+        "  ingress: [gw2]\n  constraints:\n    waypoints: [core2]\n    avoidLinks: [{a: gw, b: \
+         core2}, {a: core, b: core2}, {a: core2, b: cloud}]\n",
+    );
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.waypoints",
+        "no path through the waypoints in order leads from ingress gw2",
+    );
+    // Another path to the cloud remains: fine.
+    parse_documents(&city(
+        "  constraints:\n    sites: [cloud]\n    avoidLinks: [{a: core2, b: cloud}]\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn latency_bound_below_the_best_round_trip() {
+    // Best round trips: gw and gw2 to edge1 or edge2, 2 * (1 + 2) = 6 ms.
+    parse_documents(&city("  constraints:\n    maxLatencyMs: 6\n")).unwrap();
+    let errors = city_fail("  constraints:\n    maxLatencyMs: 5.5\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        8,
+        5,
+        "spec.constraints.maxLatencyMs",
+        "below the best declared round trip to an allowed instance (from gw, 6 ms to edge1-a; \
+         from gw2, 6 ms to edge1-a)",
+    );
+    // Through core2 to the cloud: gw -> core2 (2) -> core (1) -> core2 (1) -> cloud (10).
+    let errors = city_fail(
+        "  ingress: [gw]\n  constraints:\n    maxLatencyMs: 27\n    sites: [cloud]\n    \
+         waypoints: [core2, core]\n    avoidLinks: [{a: core, b: cloud}]\n",
+    );
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.constraints.maxLatencyMs",
+        "(from gw, 28 ms to cloud-a)",
+    );
+}
+
+#[test]
+fn dampening_and_scoring_values() {
+    let errors = city_fail(
+        "  objective: fastest\n  dampening: {hysteresis: 1.5, holdDownSeconds: 3601}\n  scoring:\n    \
+         network: {bestMs: 50, worstMs: 50}\n    compute: {bestMs: 1500}\n    weights: {network: \
+         -1}\n    extra: 1\n",
+    );
+    let rendered = render(&errors);
+    assert_eq!(errors.len(), 7, "{rendered}");
+    assert_at(
+        &errors[0],
+        "policy.yaml",
+        7,
+        3,
+        "spec.objective",
+        "unknown objective \"fastest\", expected one of min-completion-time, min-latency, balanced",
+    );
+    assert_at(
+        &errors[1],
+        "policy.yaml",
+        8,
+        15,
+        "spec.dampening.hysteresis",
+        "must be between 0 and 1",
+    );
+    assert_at(
+        &errors[2],
+        "policy.yaml",
+        8,
+        32,
+        "spec.dampening.holdDownSeconds",
+        "must be between 0 and 3600",
+    );
+    assert_at(
+        &errors[3],
+        "policy.yaml",
+        10,
+        27,
+        "spec.scoring.network.worstMs",
+        "must be greater than bestMs 50 (policy.yaml:10:15)",
+    );
+    assert_at(
+        &errors[4],
+        "policy.yaml",
+        11,
+        15,
+        "spec.scoring.compute.bestMs",
+        "must be less than worstMs (default 1000)",
+    );
+    assert_at(
+        &errors[5],
+        "policy.yaml",
+        12,
+        15,
+        "spec.scoring.weights.network",
+        "must be at least 0",
+    );
+    assert_at(&errors[6], "policy.yaml", 13, 5, "spec.scoring.extra", "unknown field `extra`");
+
+    let errors = city_fail("  scoring:\n    weights: {network: 0, compute: 0}\n");
+    assert_only(
+        &errors,
+        "policy.yaml",
+        8,
+        5,
+        "spec.scoring.weights",
+        "the weights must not all be 0",
+    );
+}

@@ -118,7 +118,7 @@ pub(crate) fn validate(
     let policies: Vec<(usize, &SteeringPolicy)> = decoded
         .iter()
         .filter_map(|d| match &d.object {
-            Some(Object::Policy(policy)) => Some((d.doc, policy)),
+            Some(Object::Policy(policy)) => Some((d.doc, &**policy)),
             _ => None,
         })
         .collect();
@@ -846,18 +846,20 @@ fn check_feasible(
     };
     let service_name = &service.name;
     let all: Vec<&Instance> = service.instances.iter().collect();
-    let steps: [(&str, &dyn Fn(&Instance) -> bool, &str); 3] = [
-        (
-            "sites",
-            &|i| c.sites.is_empty() || c.sites.contains(&i.node),
-            "runs on none of these sites",
-        ),
-        ("excludeSites", &|i| !c.exclude_sites.contains(&i.node), "would use only excluded sites"),
-        ("avoidNodes", &|i| !c.avoid_nodes.contains(&i.node), "would run only on avoided nodes"),
+    let allowed = |field: &str, node: &String| match field {
+        "sites" => c.sites.is_empty() || c.sites.contains(node),
+        "excludeSites" => !c.exclude_sites.contains(node),
+        _ => !c.avoid_nodes.contains(node),
+    };
+    let steps = [
+        ("sites", "runs on none of these sites"),
+        ("excludeSites", "would use only excluded sites"),
+        ("avoidNodes", "would run only on avoided nodes"),
     ];
     let mut left = all.clone();
-    for (field, keep, what) in steps {
-        let kept: Vec<&Instance> = left.iter().copied().filter(|i| keep(i)).collect();
+    for (field, what) in steps {
+        let kept: Vec<&Instance> =
+            left.iter().copied().filter(|i| allowed(field, &i.node)).collect();
         if kept.is_empty() {
             let which = if left.len() == all.len() { "its instances" } else { "still allowed" };
             let message = format!(
@@ -879,7 +881,7 @@ fn check_feasible(
                 .iter()
                 .enumerate()
                 .filter(|(_, i)| left.iter().any(|l| l.name == i.name))
-                .max_by(|a, b| a.1.tops.total_cmp(&b.1.tops))
+                .min_by(|a, b| b.1.tops.total_cmp(&a.1.tops))
                 .expect("some instance is left");
             let message = format!(
                 "more than the declared capacity of every allowed instance: the largest is {} \
