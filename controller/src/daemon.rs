@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub metrics_dir: Option<PathBuf>,
     pub status_file: Option<PathBuf>,
     pub poll: Duration,
+    /// Where to record the published desired states (`running::record`), if anywhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What the daemon reports in its status file.
@@ -96,7 +98,7 @@ pub async fn run(
     }
     let mut generation = 1;
     let mut compiled = compile::compile(&intent, &metrics, generation)?;
-    publish(&store, &compiled, &served);
+    publish(&store, &compiled, &served, config.state_dir.as_deref());
 
     for node in &served {
         let scope = config.netns_prefix.as_deref().unwrap_or("");
@@ -153,7 +155,7 @@ pub async fn run(
                 Ok(c) => {
                     generation += 1;
                     compiled = c;
-                    publish(&store, &compiled, &served);
+                    publish(&store, &compiled, &served, config.state_dir.as_deref());
                 }
                 Err(e) => {
                     error!("compile failed, running state unchanged: {e}");
@@ -184,11 +186,22 @@ fn instance_metrics(
         .collect()
 }
 
-fn publish(store: &EmbeddedStore, compiled: &Compiled, served: &[String]) {
+fn publish(
+    store: &EmbeddedStore,
+    compiled: &Compiled,
+    served: &[String],
+    state_dir: Option<&Path>,
+) {
     for node in served {
         if let Some(state) = compiled.nodes.get(node) {
             store.publish(state.clone());
         }
+    }
+    // A record for `catsd compile --dry-run`; failing to write it does not stop steering.
+    if let Some(dir) = state_dir
+        && let Err(e) = crate::running::record(dir, compiled, served)
+    {
+        error!("recording the running state in {}: {e:#}", dir.display());
     }
 }
 

@@ -8,5 +8,6 @@ pub mod intent;
 pub mod metrics_files;
 pub mod netns;
 pub mod paths;
+pub mod running;
 pub mod state;
 pub mod store;

@@ -15,3 +15,25 @@ pub fn node_pins(bpffs: &Path, scope: &str, node: &str) -> PathBuf {
 pub fn node_netns(netns_prefix: Option<&str>, node: &str) -> Option<PathBuf> {
     netns_prefix.map(|p| crate::netns::path_of(&format!("{p}{node}")))
 }
+
+/// Where cats keeps its runtime files on a real node.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/cats";
+
+/// Where the daemon records the desired state it published (`catsd run --state-dir`), and
+/// where `catsd compile` looks for the running state by default.
+pub const DEFAULT_STATE_DIR: &str = "/run/cats/state";
+
+/// Directory of the per-node desired states of a state directory: `<state_dir>/nodes`.
+pub fn running_nodes_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("nodes")
+}
+
+/// The recorded desired state of one node: `<state_dir>/nodes/<node>.json`.
+pub fn running_node_file(state_dir: &Path, node: &str) -> PathBuf {
+    running_nodes_dir(state_dir).join(format!("{node}.json"))
+}
+
+/// The selection figures behind the recorded states: `<state_dir>/decisions.json`.
+pub fn running_decisions_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("decisions.json")
+}

@@ -122,6 +122,7 @@ pub fn daemon_config(
         metrics_dir: Some(run_dir.join("metrics")),
         status_file: Some(run_dir.join("status.json")),
         poll: Duration::from_millis(200),
+        state_dir: Some(run_dir.join("state")),
     }
 }
 
