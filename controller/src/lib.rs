@@ -4,6 +4,7 @@ pub mod agent;
 pub mod compile;
 pub mod daemon;
 pub mod dataplane;
+pub mod diff;
 pub mod intent;
 pub mod metrics_files;
 pub mod netns;
