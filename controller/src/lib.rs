@@ -5,6 +5,7 @@ pub mod compile;
 pub mod daemon;
 pub mod dataplane;
 pub mod diff;
+pub mod explain;
 pub mod intent;
 pub mod metrics_files;
 pub mod netns;
