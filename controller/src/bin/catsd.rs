@@ -1,16 +1,22 @@
 //! `catsd`: the cats daemon (controller + node agents) and its offline tools.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cats_controller::{
     agent::kernel::Kernel,
     compile::{self, Metrics},
     daemon::{self, DaemonConfig},
     dataplane::program::remove_pins,
-    paths,
+    diff, explain, paths, running,
+    state::NodeState,
 };
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -44,18 +50,51 @@ enum Command {
         /// How often to look for intent and metric changes.
         #[arg(long, default_value_t = 500)]
         poll_ms: u64,
+        /// Where to record the desired state published for each node (`catsd compile` diffs
+        /// against it).
+        #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
     },
     /// Validate an intent directory; errors name file, line and field.
     Validate { dir: PathBuf },
-    /// Print the desired state of each node (a dry run: nothing is applied).
+    /// Print the desired state of each node and what it changes against the running state.
+    /// Nothing is ever applied: a running daemon picks up intent changes by itself.
     Compile {
         dir: PathBuf,
         /// Only this node.
         #[arg(long)]
         node: Option<String>,
-        /// Print the selection figures instead of the state.
+        /// Say it: nothing is applied (compile never applies anything; accepted for clarity).
+        #[arg(long)]
+        dry_run: bool,
+        /// The daemon's state directory to diff against [default: the default state
+        /// directory, if it exists].
+        #[arg(long)]
+        running: Option<PathBuf>,
+        /// Compile with the metrics of this daemon status file [default: the utilisation
+        /// recorded with the running state].
+        #[arg(long)]
+        metrics_from: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = StateFormat::Yaml)]
+        format: StateFormat,
+        /// Print the selection figures of every service instead of the state.
         #[arg(long)]
         explain: bool,
+    },
+    /// The figures that decided each candidate instance of a service, per ingress.
+    Explain {
+        service: String,
+        /// Directory of intent YAML files.
+        #[arg(long)]
+        intent: PathBuf,
+        /// Compile with the metrics of this daemon status file (`catsd run --status-file`).
+        #[arg(long)]
+        metrics_from: Option<PathBuf>,
+        /// Only this ingress node.
+        #[arg(long)]
+        ingress: Option<String>,
+        #[arg(long, value_enum, default_value_t = ExplainFormat::Table)]
+        format: ExplainFormat,
     },
     /// Remove everything cats installed on the given nodes: pinned programs, maps, routes.
     Cleanup {
@@ -66,6 +105,18 @@ enum Command {
         #[arg(long, default_value = paths::DEFAULT_BPFFS)]
         bpffs: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StateFormat {
+    Yaml,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExplainFormat {
+    Table,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -86,7 +137,16 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { intent, nodes, netns_prefix, bpffs, metrics_dir, status_file, poll_ms } => {
+        Command::Run {
+            intent,
+            nodes,
+            netns_prefix,
+            bpffs,
+            metrics_dir,
+            status_file,
+            poll_ms,
+            state_dir,
+        } => {
             let config = DaemonConfig {
                 intent_dir: intent,
                 nodes,
@@ -95,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
                 metrics_dir,
                 status_file,
                 poll: Duration::from_millis(poll_ms),
+                state_dir: Some(state_dir),
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))
@@ -110,18 +171,85 @@ fn run(cli: Cli) -> Result<()> {
                 intent.policies.len()
             ))
         }
-        Command::Compile { dir, node, explain } => {
+        Command::Compile { dir, node, dry_run: _, running, metrics_from, format, explain } => {
             let intent = daemon::validate(&dir)?;
-            let compiled = compile::compile(&intent, &Metrics::default(), 1)?;
+            // An explicit --running must exist; the default one only if it does.
+            let running = running.or_else(|| {
+                let default = PathBuf::from(paths::DEFAULT_STATE_DIR);
+                paths::running_nodes_dir(&default).is_dir().then_some(default)
+            });
+            let metrics = match (&metrics_from, &running) {
+                (Some(file), _) => metrics_of_status(file)?,
+                (None, Some(state_dir)) => running::load_decisions(state_dir)?
+                    .map(|d| explain::metrics_from_status(&d))
+                    .unwrap_or_default(),
+                (None, None) => Metrics::default(),
+            };
+            let compiled = compile::compile(&intent, &metrics, 1)?;
             if explain {
-                return print(&serde_json::to_string_pretty(&compiled.decisions)?);
+                let mut out = String::new();
+                for svc in &intent.services {
+                    let entries: Vec<_> = compiled
+                        .decisions
+                        .iter()
+                        .filter(|d| d.service == svc.name)
+                        .cloned()
+                        .collect();
+                    out.push_str(&format!("{}:\n{}\n", svc.name, explain::table(&entries)));
+                }
+                return print(out.trim_end());
             }
-            let nodes: Vec<_> = compiled
-                .nodes
-                .values()
-                .filter(|s| node.as_ref().is_none_or(|n| &s.node == n))
+            if let Some(n) = &node
+                && !compiled.nodes.contains_key(n)
+            {
+                bail!("node {n} is not in the topology of {}", dir.display());
+            }
+            let wanted = |name: &String| node.as_ref().is_none_or(|n| n == name);
+            let new: BTreeMap<String, NodeState> =
+                compiled.nodes.into_iter().filter(|(name, _)| wanted(name)).collect();
+            let comparison = match &running {
+                Some(state_dir) => Some(compare(state_dir, &new, node.is_some())?),
+                None => None,
+            };
+            print(&compile_output(&new, running.as_deref(), comparison.as_ref(), format)?)
+        }
+        Command::Explain { service, intent, metrics_from, ingress, format } => {
+            let intent_dir = intent;
+            let intent = daemon::validate(&intent_dir)?;
+            if !intent.services.iter().any(|s| s.name == service) {
+                let known: Vec<_> = intent.services.iter().map(|s| s.name.as_str()).collect();
+                bail!(
+                    "no service {service} in {} (services: {})",
+                    intent_dir.display(),
+                    known.join(", ")
+                );
+            }
+            if let Some(n) = &ingress
+                && intent.node(n).is_none()
+            {
+                bail!("node {n} is not in the topology of {}", intent_dir.display());
+            }
+            let metrics = match &metrics_from {
+                Some(file) => metrics_of_status(file)?,
+                None => Metrics::default(),
+            };
+            let compiled = compile::compile(&intent, &metrics, 1)?;
+            let entries: Vec<_> = compiled
+                .decisions
+                .into_iter()
+                .filter(|d| d.service == service)
+                .filter(|d| ingress.as_ref().is_none_or(|n| &d.ingress == n))
                 .collect();
-            print(&serde_json::to_string_pretty(&nodes)?)
+            if entries.is_empty() {
+                bail!(
+                    "no ingress steers {service}{}",
+                    ingress.map(|n| format!(" at {n}")).unwrap_or_default()
+                );
+            }
+            match format {
+                ExplainFormat::Table => print(explain::table(&entries).trim_end()),
+                ExplainFormat::Json => print(&serde_json::to_string_pretty(&entries)?),
+            }
         }
         Command::Cleanup { nodes, netns_prefix, bpffs } => {
             for node in &nodes {
@@ -141,6 +269,85 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The diff of the new states against a recorded running state.
+struct Comparison {
+    diff: diff::Diff,
+    /// Nodes of the new states the running state has no record of (each daemon records only
+    /// the nodes it serves); left out of the diff.
+    unrecorded: Vec<String>,
+}
+
+/// Compares `new` with the running state in `state_dir`. Without `--node`, only the nodes the
+/// running state records are compared: a daemon records only the nodes it serves.
+fn compare(
+    state_dir: &Path,
+    new: &BTreeMap<String, NodeState>,
+    one_node: bool,
+) -> Result<Comparison> {
+    let recorded = running::load_running(state_dir)?;
+    let (mut compared, mut unrecorded) = (BTreeMap::new(), Vec::new());
+    for (name, state) in new {
+        if one_node || recorded.contains_key(name) {
+            compared.insert(name.clone(), state.clone());
+        } else {
+            unrecorded.push(name.clone());
+        }
+    }
+    let running: BTreeMap<String, NodeState> =
+        recorded.into_iter().filter(|(name, _)| !one_node || new.contains_key(name)).collect();
+    Ok(Comparison { diff: diff::diff(&running, &compared), unrecorded })
+}
+
+/// The states (YAML documents or one JSON object), then the diff and a summary per node.
+fn compile_output(
+    new: &BTreeMap<String, NodeState>,
+    running: Option<&Path>,
+    comparison: Option<&Comparison>,
+    format: StateFormat,
+) -> Result<String> {
+    let summary = |c: &Comparison| -> Vec<String> {
+        let mut lines = c.diff.summary();
+        lines.extend(c.unrecorded.iter().map(|n| format!("{n}: not in the running state")));
+        lines
+    };
+    if format == StateFormat::Json {
+        let diff = comparison.map(|c| {
+            let changes: BTreeMap<&str, &[String]> =
+                c.diff.nodes.iter().map(|n| (n.node.as_str(), n.lines.as_slice())).collect();
+            serde_json::json!({ "changes": changes, "summary": summary(c) })
+        });
+        let out = serde_json::json!({
+            "nodes": new.values().collect::<Vec<_>>(),
+            "running": running,
+            "diff": diff,
+        });
+        return Ok(serde_json::to_string_pretty(&out)?);
+    }
+    let mut out = String::new();
+    for (name, state) in new {
+        out.push_str(&format!("--- # {name}\n"));
+        out.push_str(&serde_saphyr::to_string(state).context("writing YAML")?);
+    }
+    if let (Some(dir), Some(c)) = (running, comparison) {
+        out.push_str(&format!("\n== diff against the running state in {}\n", dir.display()));
+        out.push_str(&c.diff.render());
+        out.push_str("\n== summary\n");
+        for line in summary(c) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    Ok(out.trim_end().to_string())
+}
+
+/// The metrics in a daemon status file.
+fn metrics_of_status(file: &Path) -> Result<Metrics> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let status: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", file.display()))?;
+    Ok(explain::metrics_from_status(&status))
 }
 
 /// Prints a result; a closed pipe (`catsd compile ... | head`) is not an error.
