@@ -56,6 +56,12 @@ pub struct InstanceMetrics {
     pub served_total: u64,
     /// Mean service time over all requests served so far; the configured one before any.
     pub mean_service_ms: f64,
+    /// Requests received per second over the last report period (queued, served or dropped).
+    #[serde(default)]
+    pub request_rate: f64,
+    /// The instance's speed in TOPS, as configured.
+    #[serde(default)]
+    pub capacity_tops: Option<f64>,
     pub updated_unix_ms: u64,
 }
 
@@ -137,6 +143,8 @@ struct State {
     busy_since: Vec<Option<Instant>>,
     /// Busy time of finished requests, all workers together.
     busy_done: Duration,
+    /// Requests that arrived, whatever became of them.
+    received: u64,
     served: u64,
     dropped: u64,
 }
@@ -148,6 +156,7 @@ impl Shared {
                 queue: VecDeque::new(),
                 busy_since: vec![None; workers],
                 busy_done: Duration::ZERO,
+                received: 0,
                 served: 0,
                 dropped: 0,
             }),
@@ -175,6 +184,7 @@ fn receive(socket: usize, sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) 
         let arrived = Instant::now();
         let Some(req) = Request::decode(&buf[..n]) else { continue };
         let mut st = shared.lock();
+        st.received += 1;
         if st.queue.len() >= MAX_QUEUE {
             st.dropped += 1;
             continue;
@@ -251,7 +261,7 @@ fn report_metrics(
     stop: &AtomicBool,
     done: &AtomicBool,
 ) -> Result<()> {
-    let mut last = (Instant::now(), Duration::ZERO);
+    let mut last = Sample { at: Instant::now(), busy: Duration::ZERO, received: 0 };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
         if Instant::now() >= next {
@@ -267,23 +277,36 @@ fn report_metrics(
     Ok(())
 }
 
-/// The metrics now; `last` is the previous sample's (time, cumulative busy time).
+/// Cumulative counters at one report.
+struct Sample {
+    at: Instant,
+    busy: Duration,
+    received: u64,
+}
+
+/// The metrics now; `last` is the previous report's sample, replaced by this one's.
 fn snapshot(
     cfg: &InstanceConfig,
     shared: &Shared,
-    last: &mut (Instant, Duration),
+    last: &mut Sample,
 ) -> (InstanceMetrics, Instant) {
     let st = shared.lock();
     let now = Instant::now();
     let busy: Duration = st.busy_done
         + st.busy_since.iter().flatten().map(|s| now.saturating_duration_since(*s)).sum();
-    let window = now.duration_since(last.0).as_secs_f64() * cfg.workers as f64;
+    let elapsed = now.duration_since(last.at).as_secs_f64();
+    let window = elapsed * cfg.workers as f64;
     let utilization = if window > 0.0 {
-        (busy.saturating_sub(last.1).as_secs_f64() / window).clamp(0.0, 1.0)
+        (busy.saturating_sub(last.busy).as_secs_f64() / window).clamp(0.0, 1.0)
     } else {
         0.0
     };
-    *last = (now, busy);
+    let request_rate = if elapsed > 0.0 {
+        st.received.saturating_sub(last.received) as f64 / elapsed
+    } else {
+        0.0
+    };
+    *last = Sample { at: now, busy, received: st.received };
     let mean_service_ms = if st.served > 0 {
         st.busy_done.as_secs_f64() * 1e3 / st.served as f64
     } else {
@@ -295,6 +318,8 @@ fn snapshot(
         queue_depth: st.queue.len(),
         served_total: st.served,
         mean_service_ms,
+        request_rate,
+        capacity_tops: Some(cfg.tops),
         updated_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -313,4 +338,37 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn micros(d: Duration) -> u64 {
     d.as_micros().try_into().unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_counts_requests_received_per_second_and_the_capacity() {
+        let cfg = InstanceConfig {
+            name: "x".into(),
+            listen: Vec::new(),
+            tops: 4.0,
+            request_cost: 0.02,
+            workers: 1,
+            metrics_file: None,
+        };
+        let shared = Shared::new(1);
+        let start = Instant::now() - Duration::from_secs(2);
+        let mut last = Sample { at: start, busy: Duration::ZERO, received: 0 };
+        shared.lock().received = 50;
+        let (m, _) = snapshot(&cfg, &shared, &mut last);
+        // 50 requests over the 2 s since the previous sample.
+        assert!((m.request_rate - 25.0).abs() < 0.5, "{m:?}");
+        assert_eq!(m.capacity_tops, Some(4.0));
+        assert_eq!(last.received, 50);
+        let (m, _) = snapshot(&cfg, &shared, &mut last);
+        assert_eq!(m.request_rate, 0.0, "nothing new arrived");
+        // Older reports without the new fields still parse.
+        let old = r#"{"instance":"x","utilization":0.5,"queue_depth":0,"served_total":1,
+            "mean_service_ms":5.0,"updated_unix_ms":1}"#;
+        let m: InstanceMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!((m.request_rate, m.capacity_tops), (0.0, None));
+    }
 }
