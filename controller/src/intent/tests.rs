@@ -289,11 +289,39 @@ fn example_directory_loads() {
             service: "plate-recognition".into(),
             objective: Objective::MinCompletionTime,
             constraints: Constraints { max_latency_ms: Some(100.0), ..Default::default() },
+            locality: vec![
+                LocalityGroup {
+                    name: "street".into(),
+                    sites: vec!["edge1".into(), "edge2".into()]
+                },
+                LocalityGroup { name: "regional".into(), sites: vec!["cloud".into()] },
+            ],
             slack: 0.5,
+            ingress: vec![],
             affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
-            ..Default::default()
+            dampening: Dampening { hysteresis: 0.1, hold_down_seconds: 2 },
+            scoring: Scoring::default(),
         })
     );
+}
+
+#[test]
+fn example_event_overlays_load() {
+    // A lab event copies its files over the running intent: edge2-busy replaces services.yaml.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/smart-traffic");
+    let intent = examples.join("intent");
+    let busy = examples.join("events/edge2-busy/services.yaml");
+    let files = [intent.join("network.yaml"), busy, intent.join("policy.yaml")];
+    for file in &files {
+        assert!(file.exists(), "{} is missing", file.display());
+    }
+    let intent = match load_files(&files) {
+        Ok(intent) => intent,
+        Err(errors) => panic!("{errors}"),
+    };
+    let service = intent.service("plate-recognition").unwrap();
+    let edge2 = service.instances.iter().find(|i| i.name == "edge2-a").unwrap();
+    assert_eq!(edge2.utilization, 0.9);
 }
 
 #[test]

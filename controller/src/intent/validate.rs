@@ -4,7 +4,7 @@
 //! check runs only on values whose path is ok (decoded fine), and reference checks run only
 //! when the set they look names up in is complete, so one mistake does not cascade.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -739,60 +739,41 @@ fn ms(value: f64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// One-way declared latency from `from` to every node it reaches, on `topology` without the
-/// nodes `avoid_nodes` and the links `avoid_links`. The only use of the compile module's
-/// path computation.
-fn distances(
-    topology: &Topology,
-    avoid_nodes: &[String],
-    avoid_links: &[usize],
-    from: &str,
-) -> BTreeMap<String, f64> {
-    use crate::compile::paths::{adjacency, shortest_paths};
-    let mut kept = topology.clone();
-    kept.nodes.retain(|node| !avoid_nodes.contains(&node.name));
-    kept.links = topology
-        .links
-        .iter()
-        .enumerate()
-        .filter(|(i, link)| {
-            !avoid_links.contains(i)
-                && !avoid_nodes.contains(&link.a)
-                && !avoid_nodes.contains(&link.b)
-        })
-        .map(|(_, link)| link.clone())
-        .collect();
-    let adjacency = adjacency(&kept, |i| kept.links[i].latency_ms);
-    shortest_paths(&adjacency, from).distance
-}
-
 /// What a path must do: pass `waypoints` in order, avoiding nodes and links.
 #[derive(Clone)]
 struct PathRules<'p> {
     waypoints: &'p [String],
     avoid_nodes: &'p [String],
+    /// Positions in `topology.links`.
     avoid_links: Vec<usize>,
 }
 
 impl PathRules<'_> {
-    /// The best declared round trip from `from` to any of `instances`, with the instance.
+    /// The best declared round trip from `from` to any of `instances` that follows the
+    /// rules, with the instance. The only use of the compile module's path engine.
     fn best<'i>(
         &self,
         topology: &Topology,
         from: &str,
         instances: &[&'i Instance],
     ) -> Option<(f64, &'i Instance)> {
-        // One-way latency to reach each waypoint in turn, then every node from the last.
-        let mut at = from.to_owned();
-        let mut total = 0.0;
-        for waypoint in self.waypoints {
-            total += distances(topology, self.avoid_nodes, &self.avoid_links, &at).get(waypoint)?;
-            at = waypoint.clone();
-        }
-        let last = distances(topology, self.avoid_nodes, &self.avoid_links, &at);
+        use crate::compile::graph::{Avoid, Graph, LinkId, NodeId};
+        let graph = Graph::new(topology, |i| topology.links[i].latency_ms);
+        let avoid = Avoid::new(
+            &graph,
+            self.avoid_nodes.iter().map(String::as_str),
+            self.avoid_links.iter().map(|&link| link as LinkId),
+        );
+        let source = graph.node_id(from)?;
+        let waypoints: Vec<NodeId> =
+            self.waypoints.iter().map(|name| graph.node_id(name)).collect::<Option<_>>()?;
         instances
             .iter()
-            .filter_map(|instance| Some((2.0 * (total + last.get(&instance.node)?), *instance)))
+            .filter_map(|instance| {
+                let target = graph.node_id(&instance.node)?;
+                let path = graph.constrained_path(source, &waypoints, target, &avoid)?;
+                Some((2.0 * path.latency_ms, *instance))
+            })
             .min_by(|a, b| a.0.total_cmp(&b.0))
     }
 }
