@@ -29,6 +29,7 @@ use crate::{
     netns::Namespace,
     offload::{disable_tx_checksum, enable_gro},
     relay::run_relay,
+    scenario::LinkDelay,
 };
 
 /// The host part the lab gives the node on a LAN, and the client on the client LAN.
@@ -46,6 +47,8 @@ pub struct LabNetwork {
     /// One namespace per instance.
     instances: BTreeMap<String, Namespace>,
     relays: Vec<Namespace>,
+    /// The real one-way delay of each link (by position), `None` without a relay.
+    link_delays: Vec<Option<Duration>>,
 }
 
 /// The `n`th host address of `net`.
@@ -64,6 +67,18 @@ impl LabNetwork {
     /// tests can run side by side. With `delays` false, links have no delay element (faster
     /// tests that do not measure latency).
     pub fn build(intent: &Intent, prefix: &str, delays: bool) -> Result<Self> {
+        Self::build_with(intent, prefix, delays, &[])
+    }
+
+    /// Like [`LabNetwork::build`], with some links' real delay differing from the declared
+    /// `latencyMs` (the controller only learns it by measuring).
+    pub fn build_with(
+        intent: &Intent,
+        prefix: &str,
+        delays: bool,
+        link_delays: &[LinkDelay],
+    ) -> Result<Self> {
+        let real = real_delays(intent, delays, link_delays)?;
         let mut lab = LabNetwork {
             prefix: prefix.to_string(),
             stop: Arc::new(AtomicBool::new(false)),
@@ -72,6 +87,7 @@ impl LabNetwork {
             clients: BTreeMap::new(),
             instances: BTreeMap::new(),
             relays: Vec::new(),
+            link_delays: real.clone(),
         };
         for node in &intent.topology.nodes {
             let ns = Namespace::create(&format!("{prefix}{}", node.name))?;
@@ -79,16 +95,8 @@ impl LabNetwork {
             lab.nodes.insert(node.name.clone(), ns);
         }
         for (k, link) in intent.topology.links.iter().enumerate() {
-            let delay = Duration::from_secs_f64(link.latency_ms / 1e3);
-            lab.link(
-                k + 1,
-                &link.a,
-                &link.a_interface,
-                &link.b,
-                &link.b_interface,
-                delays.then_some(delay),
-            )
-            .with_context(|| format!("building link {}-{}", link.a, link.b))?;
+            lab.link(k + 1, &link.a, &link.a_interface, &link.b, &link.b_interface, real[k])
+                .with_context(|| format!("building link {}-{}", link.a, link.b))?;
         }
         for node in &intent.topology.nodes {
             if node.has_role(Role::Ingress) {
@@ -123,6 +131,11 @@ impl LabNetwork {
     /// The namespace of instance `name`.
     pub fn instance(&self, name: &str) -> &Namespace {
         &self.instances[name]
+    }
+
+    /// The real one-way delay of link `k` (0-based position), `None` without a delay relay.
+    pub fn link_delay(&self, k: usize) -> Option<Duration> {
+        self.link_delays.get(k).copied().flatten()
     }
 
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
@@ -265,6 +278,31 @@ impl Drop for LabNetwork {
         }
         // Namespaces (and every veth and bridge in them) go with their guards.
     }
+}
+
+/// Each link's delay: its declared latency, or its override; none at all without relays.
+fn real_delays(
+    intent: &Intent,
+    delays: bool,
+    overrides: &[LinkDelay],
+) -> Result<Vec<Option<Duration>>> {
+    let links = &intent.topology.links;
+    let mut out: Vec<Option<Duration>> =
+        links.iter().map(|l| delays.then(|| Duration::from_secs_f64(l.latency_ms / 1e3))).collect();
+    for o in overrides {
+        if !delays {
+            bail!("linkDelays need the delay relays");
+        }
+        if !(o.one_way_ms.is_finite() && (0.0..=10_000.0).contains(&o.one_way_ms)) {
+            bail!("linkDelays {}-{}: oneWayMs must be within 0..=10000", o.a, o.b);
+        }
+        let k = links
+            .iter()
+            .position(|l| (l.a == o.a && l.b == o.b) || (l.a == o.b && l.b == o.a))
+            .with_context(|| format!("linkDelays: no link {}-{} in the topology", o.a, o.b))?;
+        out[k] = Some(Duration::from_secs_f64(o.one_way_ms / 1e3));
+    }
+    Ok(out)
 }
 
 fn router_sysctls(ns: &Namespace) -> Result<()> {

@@ -87,7 +87,7 @@ pub fn run(lab_file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
             link.a, link.b, link.latency_ms
         );
     }
-    let mut lab = LabNetwork::build(&intent, &prefix, true)?;
+    let mut lab = LabNetwork::build_with(&intent, &prefix, true, &scenario.link_delays)?;
     let cleanup = Cleanup {
         intent: intent.clone(),
         bpffs: bpffs.clone(),

@@ -36,6 +36,20 @@ pub struct Scenario {
     pub cameras: Vec<Camera>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Links whose real delay differs from their declared `latencyMs`: the lab's delay relay
+    /// applies this one, the intent keeps declaring the other, and the controller's link
+    /// probes find the real one.
+    #[serde(default)]
+    pub link_delays: Vec<LinkDelay>,
+}
+
+/// The real one-way delay of one link (either way round: `a`/`b` as in the intent or swapped).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LinkDelay {
+    pub a: String,
+    pub b: String,
+    pub one_way_ms: f64,
 }
 
 /// An emulated camera behind an ingress node.
