@@ -1,7 +1,10 @@
 use std::path::Path;
 
 use super::*;
-use crate::intent;
+use crate::{
+    intent::{self, Link, LinkRef},
+    state::SidBehavior,
+};
 
 fn example() -> Intent {
     intent::load_dir(
@@ -95,15 +98,142 @@ fn declared_or_measured_load_moves_weight() {
     assert!(weight_of(&c, "cloud-a") > 900);
 }
 
+/// The example plus a second core (core2) in parallel with core: gw - core2 - edge1/cloud.
+fn with_second_core() -> Intent {
+    let mut intent = example();
+    let mut core2 = intent.node("core").unwrap().clone();
+    core2.name = "core2".into();
+    core2.index = 6;
+    intent.topology.nodes.push(core2);
+    for (a, b, ms) in [("gw", "core2", 4.0), ("core2", "cloud", 15.0)] {
+        intent.topology.links.push(Link {
+            a: a.into(),
+            b: b.into(),
+            latency_ms: ms,
+            a_interface: b.into(),
+            b_interface: a.into(),
+        });
+    }
+    intent
+}
+
+fn segments_of(c: &Compiled, instance: &str) -> Vec<String> {
+    let he = c.nodes["gw"].headend.as_ref().unwrap();
+    let inst = he.instances.iter().find(|i| i.name == instance).unwrap();
+    inst.segments.iter().map(ToString::to_string).collect()
+}
+
+fn decision<'c>(c: &'c Compiled, instance: &str) -> &'c Decision {
+    c.decisions[0].decisions.iter().find(|d| d.instance == instance).unwrap()
+}
+
 #[test]
-fn waypoints_prepend_end_sids() {
+fn a_waypoint_the_underlay_passes_anyway_needs_no_segment() {
     let mut intent = example();
     intent.policies[0].constraints.waypoints = vec!["core".into()];
     let c = compile(&intent, &Metrics::default(), 1).unwrap();
-    let he = c.nodes["gw"].headend.as_ref().unwrap();
-    let cloud = he.instances.iter().find(|i| i.name == "cloud-a").unwrap();
-    let segs: Vec<String> = cloud.segments.iter().map(ToString::to_string).collect();
-    assert_eq!(segs, ["fc00:0:2:1::", "fc00:0:5:4001::3"]);
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:5:4001::3"]);
+}
+
+#[test]
+fn a_waypoint_off_the_underlay_path_gets_its_end_sid() {
+    let mut intent = with_second_core();
+    intent.policies[0].constraints.waypoints = vec!["core2".into()];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:6:1::", "fc00:0:5:4001::3"]);
+    assert_eq!(decision(&c, "cloud-a").path, ["gw", "core2", "cloud"]);
+}
+
+#[test]
+fn a_measured_detour_is_forced_with_the_fewest_segments() {
+    // Declared, gw-core-cloud (16 ms) beats gw-core2-cloud (19 ms): the underlay goes via core.
+    // Measured, core-cloud takes 40 ms: the TE path moves to core2 and needs core2's End SID.
+    let intent = with_second_core();
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:5:4001::3"]);
+    let mut metrics = Metrics::default();
+    let core_cloud = intent.topology.link_index(&LinkRef { a: "core".into(), b: "cloud".into() });
+    metrics
+        .links
+        .insert(core_cloud.unwrap(), LinkMetric { one_way_ms: 40.0, ..Default::default() });
+    let c = compile(&intent, &metrics, 2).unwrap();
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:6:1::", "fc00:0:5:4001::3"]);
+    let d = decision(&c, "cloud-a");
+    assert_eq!(d.path, ["gw", "core2", "cloud"]);
+    assert!((d.network_ms - 38.0).abs() < 1e-9, "round trip over the measured path: {d:?}");
+}
+
+#[test]
+fn used_instances_get_a_disjoint_backup_where_one_exists() {
+    let mut intent = with_second_core();
+    intent.policies[0].constraints.sites = vec!["cloud".into()];
+    intent.policies[0].locality.clear();
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    let d = decision(&c, "cloud-a");
+    assert_eq!(d.weight, 1000);
+    assert_eq!(d.path, ["gw", "core", "cloud"]);
+    assert_eq!(d.backup_path.as_deref(), Some(&["gw", "core2", "cloud"].map(String::from)[..]));
+    // edge1 hangs off core only: no disjoint path, and it is not used anyway.
+    assert_eq!(decision(&c, "edge1-a").backup_path, None);
+    assert!(decision(&c, "edge1-a").excluded.as_ref().unwrap().contains("constraints.sites"));
+}
+
+#[test]
+fn avoided_nodes_and_links_shape_the_path() {
+    let mut intent = with_second_core();
+    intent.policies[0].constraints.avoid_links =
+        vec![LinkRef { a: "cloud".into(), b: "core".into() }];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    assert_eq!(decision(&c, "cloud-a").path, ["gw", "core2", "cloud"]);
+    intent.policies[0].constraints.avoid_links.clear();
+    intent.policies[0].constraints.avoid_nodes = vec!["core".into()];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    assert!(
+        decision(&c, "edge1-a").excluded.as_ref().unwrap().contains("no path"),
+        "{:?}",
+        c.decisions
+    );
+}
+
+#[test]
+fn an_instance_metric_change_recompiles_only_the_headends_it_affects() {
+    let mut compiler = Compiler::new(example(), 1).unwrap();
+    assert_eq!(compiler.update(&Metrics::default(), 1, 0).unwrap(), ["gw"]);
+    // Nothing changed: nothing to publish.
+    assert!(compiler.update(&Metrics::default(), 2, 10_000).unwrap().is_empty());
+    let mut metrics = Metrics::default();
+    metrics
+        .instances
+        .insert("edge1-a".into(), InstanceMetric { utilization: 0.9, ..Default::default() });
+    assert_eq!(compiler.update(&metrics, 3, 20_000).unwrap(), ["gw"]);
+    assert_eq!(compiler.nodes()["gw"].generation, 3);
+    assert_eq!(compiler.nodes()["edge1"].generation, 1, "egress state untouched");
+    // The incremental result equals a compile from scratch with the same metrics.
+    let fresh = compile(&example(), &metrics, 3).unwrap();
+    assert_eq!(compiler.nodes()["gw"].headend, fresh.nodes["gw"].headend);
+}
+
+#[test]
+fn weight_changes_wait_for_the_hold_down_but_draining_does_not() {
+    let mut compiler = Compiler::new(example(), 1).unwrap();
+    compiler.update(&Metrics::default(), 1, 0).unwrap();
+    let util = |u: f64| {
+        let mut m = Metrics::default();
+        m.instances
+            .insert("edge1-a".into(), InstanceMetric { utilization: u, ..Default::default() });
+        m
+    };
+    let weight = |c: &Compiler| weight_of(&c.compiled(), "edge1-a");
+    // 0.5 moves the weights well beyond the hysteresis, but within 2 s of the last change.
+    compiler.update(&util(0.5), 2, 1_000).unwrap();
+    assert_eq!(weight(&compiler), 500, "held");
+    compiler.update(&util(0.5), 3, 2_500).unwrap();
+    assert_eq!(weight(&compiler), 500, "same metrics: nothing to redo");
+    compiler.update(&util(0.51), 4, 2_600).unwrap();
+    assert_eq!(weight(&compiler), 329, "hold-down over: the weights move");
+    // Overloaded right after a change: drained at once.
+    compiler.update(&util(0.95), 5, 2_700).unwrap();
+    assert_eq!(weight(&compiler), 0);
 }
 
 #[test]

@@ -288,7 +288,11 @@ fn example_directory_loads() {
             name: "plates".into(),
             service: "plate-recognition".into(),
             objective: Objective::MinCompletionTime,
-            constraints: Constraints { max_latency_ms: Some(100.0), ..Default::default() },
+            constraints: Constraints {
+                max_latency_ms: Some(100.0),
+                min_free_tops: Some(1.0),
+                ..Default::default()
+            },
             locality: vec![
                 LocalityGroup {
                     name: "street".into(),

@@ -1,0 +1,404 @@
+//! The incremental compiler: derives the intent-only part of every node once, then on each
+//! metric change re-derives only what the change affects.
+//!
+//! - A new intent: a new [`Compiler`] (everything is derived again).
+//! - A link measurement changed: the TE graph, and with it every path, segment list and
+//!   selection; the nodes' addresses, underlay routes and SIDs (which follow declared
+//!   latencies) stay.
+//! - An instance measurement changed: the selections of the services that instance belongs
+//!   to, at every ingress serving them; paths stay.
+//!
+//! Only headend states change after the first compile, and only those are re-assembled.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cats_common::maps::{MAX_INSTANCES, MAX_SERVICES};
+
+use super::{
+    CompileError, Compiled, ServiceDecisions, addressing as addr,
+    graph::{Graph, NodeId},
+    metrics::Metrics,
+    node::{base_state, matches},
+    segments::Igp,
+    select::{self, Decision, Policy},
+    steer::{self, AvoidSet, Route, TeView, Underlays},
+};
+use crate::{
+    intent::{Intent, Role, SteeringPolicy, Underlay},
+    state::{HeadendState, InstanceState, InstanceWeight, NodeState, ServiceState},
+};
+
+/// One ingress's steering of one service.
+struct Steering {
+    ingress: NodeId,
+    /// Position of the service in `intent.services`.
+    service: usize,
+    /// Position of its policy in `intent.policies`, if it has one.
+    policy: Option<usize>,
+    /// Per instance of the service (intent order): how to reach it, `None` if unreachable
+    /// under the constraints. Empty until the first selection with the current TE view.
+    routes: Vec<Option<Route>>,
+    decisions: Vec<Decision>,
+    /// When the weights last changed (`now_ms` of [`Compiler::update`]).
+    changed_at_ms: Option<u64>,
+}
+
+/// Keeps the intent-derived state and the last selections between metric updates.
+pub struct Compiler {
+    intent: Intent,
+    default_policy: SteeringPolicy,
+    links_by_node: Vec<Vec<usize>>,
+    igp: Igp,
+    te: Option<TeView>,
+    metrics: Metrics,
+    /// By (ingress name, CS-ID): the headend's service order.
+    steering: BTreeMap<(String, u16), Steering>,
+    nodes: BTreeMap<String, NodeState>,
+}
+
+impl Compiler {
+    /// Derives every node's intent-only state; call [`Compiler::update`] for the headends.
+    pub fn new(intent: Intent, generation: u64) -> Result<Compiler, CompileError> {
+        let topo = &intent.topology;
+        let igp_graph = Graph::new(topo, |i| topo.links[i].latency_ms);
+        let mut igp = Igp::new(igp_graph);
+        let mut links_by_node = vec![Vec::new(); topo.nodes.len()];
+        for (k, link) in topo.links.iter().enumerate() {
+            for end in [&link.a, &link.b] {
+                let id = igp.graph().node_id(end).expect("validated: link ends exist");
+                links_by_node[id as usize].push(k);
+            }
+        }
+        let mut hosted = vec![Vec::new(); topo.nodes.len()];
+        for (s, svc) in intent.services.iter().enumerate() {
+            for (i, inst) in svc.instances.iter().enumerate() {
+                let id = igp.graph().node_id(&inst.node).expect("validated: instance node");
+                hosted[id as usize].push((s, i));
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, node) in topo.nodes.iter().enumerate() {
+            let tree = (topo.underlay == Underlay::Static).then(|| igp.spt(id as NodeId).clone());
+            let graph = igp.graph();
+            let state = base_state(
+                &intent,
+                node,
+                &links_by_node[id],
+                &hosted[id],
+                tree.as_ref().map(|t| (t, graph)),
+                generation,
+            )?;
+            nodes.insert(node.name.clone(), state);
+        }
+
+        let default_policy = SteeringPolicy::default();
+        let mut steering = BTreeMap::new();
+        for (id, node) in topo.nodes.iter().enumerate().filter(|(_, n)| n.has_role(Role::Ingress)) {
+            for (s, svc) in intent.services.iter().enumerate() {
+                let policy = intent.policies.iter().position(|p| p.service == svc.name);
+                let p = policy.map_or(&default_policy, |p| &intent.policies[p]);
+                if !p.ingress.is_empty() && !p.ingress.contains(&node.name) {
+                    continue;
+                }
+                steering.insert(
+                    (node.name.clone(), svc.cs_id),
+                    Steering {
+                        ingress: id as NodeId,
+                        service: s,
+                        policy,
+                        routes: Vec::new(),
+                        decisions: Vec::new(),
+                        changed_at_ms: None,
+                    },
+                );
+            }
+            let count = steering.keys().filter(|(n, _)| n == &node.name).count();
+            if count > MAX_SERVICES as usize {
+                return Err(CompileError::TooManyServices { node: node.name.clone(), count });
+            }
+        }
+        Ok(Compiler {
+            intent,
+            default_policy,
+            links_by_node,
+            igp,
+            te: None,
+            metrics: Metrics::default(),
+            steering,
+            nodes,
+        })
+    }
+
+    pub fn intent(&self) -> &Intent {
+        &self.intent
+    }
+
+    /// The desired state of every node, as of the last update.
+    pub fn nodes(&self) -> &BTreeMap<String, NodeState> {
+        &self.nodes
+    }
+
+    /// The figures behind every weight, by service then ingress.
+    pub fn decisions(&self) -> Vec<ServiceDecisions> {
+        let mut out: Vec<ServiceDecisions> = self
+            .steering
+            .iter()
+            .map(|((ingress, _), st)| ServiceDecisions {
+                service: self.intent.services[st.service].name.clone(),
+                ingress: ingress.clone(),
+                decisions: st.decisions.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, &a.ingress).cmp(&(&b.service, &b.ingress)));
+        out
+    }
+
+    pub fn compiled(&self) -> Compiled {
+        Compiled { nodes: self.nodes.clone(), decisions: self.decisions() }
+    }
+
+    /// Applies `metrics`: re-selects what they affect and returns the nodes whose state
+    /// changed (stamped with `generation`). `now_ms` is any monotonic clock, for hold-down.
+    pub fn update(
+        &mut self,
+        metrics: &Metrics,
+        generation: u64,
+        now_ms: u64,
+    ) -> Result<Vec<String>, CompileError> {
+        let links_changed = self.te.is_none() || metrics.links != self.metrics.links;
+        let dirty: BTreeSet<usize> = if links_changed {
+            self.te = Some(TeView::new(&self.intent, metrics));
+            (0..self.intent.services.len()).collect()
+        } else {
+            self.intent
+                .services
+                .iter()
+                .enumerate()
+                .filter(|(_, svc)| {
+                    svc.instances.iter().any(|i| {
+                        metrics.instances.get(&i.name) != self.metrics.instances.get(&i.name)
+                    })
+                })
+                .map(|(s, _)| s)
+                .collect()
+        };
+        self.metrics = metrics.clone();
+        let te = self.te.as_mut().expect("built above");
+        let mut underlays = Underlays {
+            intent: &self.intent,
+            igp: &mut self.igp,
+            links_by_node: &self.links_by_node,
+        };
+        let serving: BTreeMap<usize, usize> =
+            self.steering.values().fold(BTreeMap::new(), |mut m, st| {
+                *m.entry(st.service).or_default() += 1;
+                m
+            });
+        let mut touched = BTreeSet::new();
+        for st in self.steering.values_mut().filter(|st| dirty.contains(&st.service)) {
+            let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
+            if links_changed {
+                st.routes.clear();
+            }
+            select_for(te, &mut underlays, st, policy, metrics, serving[&st.service], now_ms);
+            touched.insert(st.ingress);
+        }
+
+        let mut changed = Vec::new();
+        for ingress in touched {
+            let name = self.intent.topology.nodes[ingress as usize].name.clone();
+            let headend = self.headend(ingress)?;
+            let state = self.nodes.get_mut(&name).expect("every node has a state");
+            if state.headend.as_ref() != Some(&headend) {
+                state.headend = Some(headend);
+                state.generation = generation;
+                changed.push(name);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Assembles the headend of `ingress` from its steerings: services in CS-ID order,
+    /// instances in intent order, slots in that order.
+    fn headend(&self, ingress: NodeId) -> Result<HeadendState, CompileError> {
+        let topo = &self.intent.topology;
+        let node = &topo.nodes[ingress as usize];
+        let mut state = HeadendState {
+            interfaces: node.headend_interfaces.clone(),
+            encap_source: addr::router_address(topo, node.index),
+            services: Vec::new(),
+            instances: Vec::new(),
+        };
+        let mine = self.steering.iter().filter(|((n, _), _)| n == &node.name);
+        for (slot, (_, st)) in mine.enumerate() {
+            let svc = &self.intent.services[st.service];
+            let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
+            let mut weights = Vec::new();
+            for (inst, route) in svc.instances.iter().zip(&st.routes) {
+                let Some(route) = route.as_ref().filter(|r| steer::fits(&r.segments)) else {
+                    continue;
+                };
+                let weight =
+                    st.decisions.iter().find(|d| d.instance == inst.name).map_or(0, |d| d.weight);
+                let slot = state.instances.len() as u32;
+                weights.push(InstanceWeight { slot, weight });
+                state.instances.push(InstanceState {
+                    name: inst.name.clone(),
+                    slot,
+                    service: svc.name.clone(),
+                    cs_id: svc.cs_id,
+                    instance_id: inst.id,
+                    segments: route.sids.clone(),
+                });
+            }
+            state.services.push(ServiceState {
+                name: svc.name.clone(),
+                slot: slot as u32,
+                cs_id: svc.cs_id,
+                matches: matches(svc),
+                flow: policy.affinity.flow,
+                affinity_timeout_ms: policy.affinity.timeout_seconds * 1000,
+                weights,
+            });
+        }
+        if state.instances.len() > MAX_INSTANCES as usize {
+            return Err(CompileError::TooManyInstances {
+                node: node.name.clone(),
+                count: state.instances.len(),
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// Routes (when missing), candidates, selection with hysteresis and hold-down, and backups
+/// for the instances that receive flows.
+fn select_for(
+    te: &mut TeView,
+    underlays: &mut Underlays<'_>,
+    st: &mut Steering,
+    policy: &SteeringPolicy,
+    metrics: &Metrics,
+    ingresses: usize,
+    now_ms: u64,
+) {
+    let intent = underlays.intent;
+    let svc = &intent.services[st.service];
+    let waypoints: Vec<NodeId> = policy
+        .constraints
+        .waypoints
+        .iter()
+        .map(|w| te.graph.node_id(w).expect("validated: waypoint exists"))
+        .collect();
+    let avoid = AvoidSet::of(&te.graph, intent, policy, st.policy.map_or(0, |p| p + 1));
+    if st.routes.is_empty() {
+        st.routes = svc
+            .instances
+            .iter()
+            .map(|inst| {
+                let target = te.graph.node_id(&inst.node).expect("validated: instance node");
+                let mut route =
+                    steer::route(te, underlays, st.ingress, &waypoints, target, &avoid)?;
+                route.sids = steer::segment_list(underlays, &route.segments, svc, inst);
+                Some(route)
+            })
+            .collect();
+    }
+
+    let mut candidates = Vec::new();
+    let mut unusable = Vec::new();
+    for (inst, route) in svc.instances.iter().zip(&st.routes) {
+        let reason = match route {
+            _ if steer::site_excluded(policy, inst).is_some() => steer::site_excluded(policy, inst),
+            None => Some("no path meets the constraints".to_string()),
+            Some(r) if !steer::fits(&r.segments) => Some(format!(
+                "needs {} segments, a segment list holds {}",
+                r.segments.len() + 1,
+                cats_common::maps::MAX_SEGMENTS
+            )),
+            Some(_) => None,
+        };
+        match (reason, route) {
+            (None, Some(route)) => {
+                candidates.push(steer::candidate(policy, svc, inst, route, metrics));
+            }
+            (reason, _) => unusable.push(Decision {
+                instance: inst.name.clone(),
+                site: inst.node.clone(),
+                group: policy.group_of(&inst.node),
+                excluded: reason,
+                ..Default::default()
+            }),
+        }
+    }
+    // This service's demand, shared evenly among the ingresses that serve it.
+    let demand: f64 = candidates.iter().map(|c| c.request_rate).sum::<f64>() / ingresses as f64;
+    let selection = Policy {
+        objective: policy.objective,
+        max_network_ms: policy.constraints.max_latency_ms,
+        min_free_tops: policy.constraints.min_free_tops,
+        slack: policy.slack,
+        hysteresis: policy.dampening.hysteresis,
+        demand_rps: demand,
+        scoring: policy.scoring.clone(),
+    };
+    let previous = (!st.decisions.is_empty()).then_some(st.decisions.as_slice());
+    let mut decisions = select::decide(&candidates, &selection, previous);
+    hold_down(&mut decisions, previous, st.changed_at_ms, policy, now_ms);
+    if previous.is_none_or(|p| weights_differ(p, &decisions)) {
+        st.changed_at_ms = Some(now_ms);
+    }
+
+    for d in &mut decisions {
+        let i = svc.instances.iter().position(|i| i.name == d.instance).expect("a candidate");
+        let route = st.routes[i].as_mut().expect("candidates have routes");
+        d.path = steer::names(&te.graph, &route.path);
+        d.segments = steer::describe(&te.graph, &route.segments, &svc.instances[i].node);
+        if d.weight > 0 {
+            d.backup_path =
+                route.backup(te, &waypoints, &avoid).map(|(p, _)| steer::names(&te.graph, p));
+        }
+    }
+    decisions.extend(unusable);
+    let order = |d: &Decision| svc.instances.iter().position(|i| i.name == d.instance);
+    decisions.sort_by_key(order);
+    st.decisions = decisions;
+}
+
+fn weights_differ(a: &[Decision], b: &[Decision]) -> bool {
+    let weight = |ds: &[Decision], name: &str| {
+        ds.iter().find(|d| d.instance == name).map_or(0, |d| d.weight)
+    };
+    a.iter().chain(b).any(|d| weight(a, &d.instance) != weight(b, &d.instance))
+}
+
+/// Within `holdDownSeconds` of the last change, keeps the previous weights unless an
+/// instance that had flows must lose them (draining is never delayed).
+fn hold_down(
+    decisions: &mut [Decision],
+    previous: Option<&[Decision]>,
+    changed_at_ms: Option<u64>,
+    policy: &SteeringPolicy,
+    now_ms: u64,
+) {
+    let (Some(previous), Some(at)) = (previous, changed_at_ms) else { return };
+    if now_ms.saturating_sub(at) >= policy.dampening.hold_down_seconds * 1000 {
+        return;
+    }
+    let before = |name: &str| previous.iter().find(|p| p.instance == name).map(|p| p.weight);
+    let drains = decisions.iter().any(|d| d.weight == 0 && before(&d.instance).unwrap_or(0) > 0);
+    let same_candidates = decisions.iter().all(|d| before(&d.instance).is_some());
+    if drains || !same_candidates {
+        return;
+    }
+    for d in decisions.iter_mut() {
+        let w = before(&d.instance).unwrap_or(0);
+        if w != d.weight {
+            d.held = true;
+            d.weight = w;
+            if w > 0 {
+                d.excluded = None;
+            }
+        }
+    }
+}
