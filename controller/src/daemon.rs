@@ -17,7 +17,8 @@ use crate::{
     compile::{self, Compiled, Metrics, ServiceDecisions},
     dataplane::program::ensure_bpffs,
     intent::{self, Intent},
-    metrics_files, paths,
+    measure::{self, Gathered, Gatherer, MetricsReport, ProbeConfig},
+    paths,
     store::EmbeddedStore,
 };
 
@@ -45,6 +46,8 @@ struct Status<'a> {
     intent_error: Option<&'a str>,
     nodes: BTreeMap<&'a str, NodeReport>,
     decisions: &'a [ServiceDecisions],
+    /// Measured links and reported instances, stale ones marked.
+    metrics: &'a MetricsReport,
 }
 
 /// One node in the status file: what it should run and what its agent last did.
@@ -92,10 +95,9 @@ pub async fn run(
 
     let store = Arc::new(EmbeddedStore::default());
     let mut statuses: BTreeMap<String, SharedStatus> = BTreeMap::new();
-    let mut metrics = Metrics::default();
-    if let Some(dir) = &config.metrics_dir {
-        metrics.instances = instance_metrics(metrics_files::read_utilization(dir));
-    }
+    let mut gatherer = start_measurement(&config, &intent, &served);
+    let mut gathered = gatherer.gather(&intent);
+    let mut metrics = gathered.metrics.clone();
     let mut generation = 1;
     let mut compiled = compile::compile(&intent, &metrics, generation)?;
     publish(&store, &compiled, &served, config.state_dir.as_deref());
@@ -132,6 +134,7 @@ pub async fn run(
                     intent = new;
                     intent_error = None;
                     recompile = true;
+                    gatherer.retarget(&intent, &served);
                 }
                 Err(e) => {
                     // Nothing is applied: the running state stays the last good one.
@@ -140,16 +143,8 @@ pub async fn run(
                 }
             }
         }
-        if let Some(dir) = &config.metrics_dir {
-            let fresh = metrics_files::read_utilization(dir);
-            let used: BTreeMap<String, f64> =
-                metrics.instances.iter().map(|(k, m)| (k.clone(), m.utilization)).collect();
-            if metrics_files::changed_enough(&used, &fresh) {
-                info!(?fresh, "compute metrics changed; recompiling");
-                metrics.instances = instance_metrics(fresh);
-                recompile = true;
-            }
-        }
+        gathered = gatherer.gather(&intent);
+        recompile |= take_metrics(&mut metrics, &gathered);
         if recompile {
             match compile::compile(&intent, &metrics, generation + 1) {
                 Ok(c) => {
@@ -164,8 +159,14 @@ pub async fn run(
             }
         }
         if let Some(path) = &config.status_file {
-            let status =
-                status_json(generation, intent_error.as_deref(), &store, &statuses, &compiled)?;
+            let status = status_json(
+                generation,
+                intent_error.as_deref(),
+                &store,
+                &statuses,
+                &compiled,
+                &gathered.report,
+            )?;
             // Rewritten only when something changed: readers poll it, the disk need not churn.
             if status != last_status {
                 write_atomically(path, &status)?;
@@ -177,13 +178,31 @@ pub async fn run(
     Ok(())
 }
 
-fn instance_metrics(
-    utilization: BTreeMap<String, f64>,
-) -> BTreeMap<String, compile::InstanceMetric> {
-    utilization
-        .into_iter()
-        .map(|(k, u)| (k, compile::InstanceMetric { utilization: u, ..Default::default() }))
-        .collect()
+/// Link probers for the served nodes (C-NMA) and the instance report reader (C-SMA). They stop
+/// when the returned value drops, at the latest when `run` returns.
+fn start_measurement(config: &DaemonConfig, intent: &Intent, served: &[String]) -> Gatherer {
+    Gatherer::start(
+        intent,
+        served,
+        config.netns_prefix.as_deref(),
+        config.metrics_dir.as_deref(),
+        ProbeConfig::default(),
+    )
+}
+
+/// Takes the new reading as the metrics to compile with if it differs enough from `used`.
+fn take_metrics(used: &mut Metrics, gathered: &Gathered) -> bool {
+    let new = &gathered.metrics;
+    if !measure::changed_enough(used, new) {
+        return false;
+    }
+    let links: BTreeMap<usize, String> =
+        new.links.iter().map(|(k, m)| (*k, format!("{:.2} ms", m.one_way_ms))).collect();
+    let utilization: BTreeMap<&str, f64> =
+        new.instances.iter().map(|(k, m)| (k.as_str(), m.utilization)).collect();
+    info!(?links, ?utilization, "measurements changed; recompiling");
+    *used = new.clone();
+    true
 }
 
 fn publish(
@@ -211,6 +230,7 @@ fn status_json(
     store: &EmbeddedStore,
     statuses: &BTreeMap<String, SharedStatus>,
     compiled: &Compiled,
+    metrics: &MetricsReport,
 ) -> Result<Vec<u8>> {
     let nodes = statuses
         .iter()
@@ -219,7 +239,8 @@ fn status_json(
             (n.as_str(), NodeReport { desired_generation: store.generation(n), agent })
         })
         .collect();
-    let status = Status { generation, intent_error, nodes, decisions: &compiled.decisions };
+    let status =
+        Status { generation, intent_error, nodes, decisions: &compiled.decisions, metrics };
     Ok(serde_json::to_vec_pretty(&status)?)
 }
 

@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod diff;
 pub mod explain;
 pub mod intent;
+pub mod measure;
 pub mod metrics_files;
 pub mod netns;
 pub mod paths;

@@ -1,0 +1,120 @@
+//! What the daemon runs for measurement: a prober per served node, and every poll one reading
+//! of links and instance reports into [`Metrics`] (fresh values only) plus a [`MetricsReport`]
+//! for the status (everything, stale values marked).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::Serialize;
+use tracing::warn;
+
+use super::{LinkReport, LinkTable, LinkTarget, ProbeConfig, Prober, link_metrics, link_reports};
+use crate::{
+    compile::Metrics,
+    intent::Intent,
+    metrics_files::{self, InstanceReport},
+    paths,
+};
+
+/// The `metrics` section of the status file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MetricsReport {
+    pub links: Vec<LinkReport>,
+    pub instances: Vec<InstanceReport>,
+}
+
+/// One reading: fresh metrics for the compile step, and the whole picture for the status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gathered {
+    pub metrics: Metrics,
+    pub report: MetricsReport,
+}
+
+/// Probers of the served nodes and the instance report directory. Dropping it stops (and
+/// joins) every prober.
+pub struct Gatherer {
+    netns_prefix: Option<String>,
+    metrics_dir: Option<PathBuf>,
+    config: ProbeConfig,
+    table: LinkTable,
+    probers: BTreeMap<String, (Vec<LinkTarget>, Prober)>,
+}
+
+impl Gatherer {
+    /// Starts a prober for every node of `served` that has links to probe.
+    pub fn start(
+        intent: &Intent,
+        served: &[String],
+        netns_prefix: Option<&str>,
+        metrics_dir: Option<&Path>,
+        config: ProbeConfig,
+    ) -> Self {
+        let mut g = Gatherer {
+            netns_prefix: netns_prefix.map(str::to_string),
+            metrics_dir: metrics_dir.map(Path::to_path_buf),
+            config,
+            table: LinkTable::default(),
+            probers: BTreeMap::new(),
+        };
+        g.retarget(intent, served);
+        g
+    }
+
+    /// Follows a changed intent: restarts the probers whose links changed, stops those of
+    /// nodes no longer served or without links.
+    pub fn retarget(&mut self, intent: &Intent, served: &[String]) {
+        let wanted: BTreeMap<&String, Vec<LinkTarget>> =
+            served.iter().map(|n| (n, super::targets(intent, n))).collect();
+        let gone: Vec<String> = self
+            .probers
+            .iter()
+            .filter(|(n, (t, _))| wanted.get(n).is_none_or(|w| w != t))
+            .map(|(n, _)| n.clone())
+            .collect();
+        // Signal them all first, so their threads wind down together.
+        for n in &gone {
+            self.probers[n].1.signal_stop();
+        }
+        for n in gone {
+            drop(self.probers.remove(&n));
+            self.table.forget(&n);
+        }
+        for (node, targets) in wanted {
+            if targets.is_empty() || self.probers.contains_key(node) {
+                continue;
+            }
+            let netns = paths::node_netns(self.netns_prefix.as_deref(), node);
+            match Prober::spawn(node, netns, targets.clone(), self.table.clone(), self.config) {
+                Ok(p) => {
+                    self.probers.insert(node.clone(), (targets, p));
+                }
+                Err(e) => warn!(node, error = %format!("{e:#}"), "cannot start the link prober"),
+            }
+        }
+    }
+
+    /// Reads the probe table and the instance reports now.
+    pub fn gather(&self, intent: &Intent) -> Gathered {
+        let links = link_reports(intent, &self.table.snapshot(Instant::now()));
+        let instances = match &self.metrics_dir {
+            Some(dir) => metrics_files::read_reports(dir),
+            None => Vec::new(),
+        };
+        let metrics =
+            Metrics { links: link_metrics(&links), instances: metrics_files::fresh(&instances) };
+        Gathered { metrics, report: MetricsReport { links, instances } }
+    }
+}
+
+impl Drop for Gatherer {
+    fn drop(&mut self) {
+        for (_, p) in self.probers.values() {
+            p.signal_stop();
+        }
+        // Each Prober joins its thread as it drops.
+        self.probers.clear();
+    }
+}

@@ -1,0 +1,260 @@
+//! What the probes of one link end tell: a pure state machine, fed with "sent probe n at t",
+//! "echo of probe n came back at t" and "it is now t", so it can be tested without a network.
+//!
+//! - Round-trip time: an EWMA with gain 1/8, as TCP's SRTT (RFC 6298).
+//! - Jitter: RFC 3550's interarrival jitter, `J += (|D| - J) / 16`, where `D` is the difference
+//!   between consecutive round trips (the sender's clock times both ends, so no clock offset).
+//! - Loss: the share of lost probes among the last `window` whose fate is known. A probe is lost
+//!   when no echo came within `timeout`; an echo arriving later is ignored.
+//! - Staleness: no echo for `stale_after` (or none yet) makes the link stale.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+/// EWMA gain of the round-trip time (TCP's SRTT alpha).
+pub const RTT_GAIN: f64 = 1.0 / 8.0;
+/// Gain of the jitter estimate (RFC 3550, section 6.4.1).
+pub const JITTER_GAIN: f64 = 1.0 / 16.0;
+
+/// How one link end judges its probes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StatsConfig {
+    /// A probe without an echo after this long is lost.
+    pub timeout: Duration,
+    /// Loss is computed over this many of the most recent decided probes.
+    pub window: usize,
+    /// Without an echo for this long the link is stale.
+    pub stale_after: Duration,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            timeout: Duration::from_secs(1),
+            window: 20,
+            stale_after: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The probe state of one end of one link.
+#[derive(Clone, Debug)]
+pub struct LinkStats {
+    config: StatsConfig,
+    /// When the first probe went out (staleness before any echo counts from here).
+    started: Option<Instant>,
+    /// Probes sent and not yet decided, by sequence number.
+    pending: BTreeMap<u64, Instant>,
+    /// Outcomes of the most recent decided probes, oldest first; `true` is lost.
+    outcomes: VecDeque<bool>,
+    srtt_ms: Option<f64>,
+    last_rtt_ms: Option<f64>,
+    jitter_ms: f64,
+    samples: u64,
+    last_echo: Option<Instant>,
+}
+
+/// A reading of [`LinkStats`] at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Smoothed round trip; `None` before the first echo.
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: f64,
+    /// Lost share of the recent decided probes; 0 before any is decided.
+    pub loss: f64,
+    /// Echoes received so far.
+    pub samples: u64,
+    /// Time since the last echo; `None` before the first.
+    pub age: Option<Duration>,
+    pub stale: bool,
+}
+
+impl LinkStats {
+    pub fn new(config: StatsConfig) -> Self {
+        LinkStats {
+            config,
+            started: None,
+            pending: BTreeMap::new(),
+            outcomes: VecDeque::new(),
+            srtt_ms: None,
+            last_rtt_ms: None,
+            jitter_ms: 0.0,
+            samples: 0,
+            last_echo: None,
+        }
+    }
+
+    /// Probe `seq` went out at `at` (or was meant to: a probe the kernel refused to send is
+    /// recorded too, and times out as lost).
+    pub fn sent(&mut self, seq: u64, at: Instant) {
+        self.started.get_or_insert(at);
+        self.expire(at);
+        self.pending.insert(seq, at);
+    }
+
+    /// The echo of probe `seq` came back at `at`, with round trip `rtt` (measured from the
+    /// timestamp the probe carried). Returns whether it counted: echoes of unknown, repeated
+    /// or timed-out probes do not.
+    pub fn echoed(&mut self, seq: u64, rtt: Duration, at: Instant) -> bool {
+        self.expire(at);
+        if self.pending.remove(&seq).is_none() {
+            return false;
+        }
+        self.decide(false);
+        let r = rtt.as_secs_f64() * 1e3;
+        if let Some(prev) = self.last_rtt_ms {
+            self.jitter_ms += ((r - prev).abs() - self.jitter_ms) * JITTER_GAIN;
+        }
+        self.srtt_ms = Some(match self.srtt_ms {
+            Some(s) => s + (r - s) * RTT_GAIN,
+            None => r,
+        });
+        self.last_rtt_ms = Some(r);
+        self.samples += 1;
+        self.last_echo = Some(at);
+        true
+    }
+
+    /// Counts every probe older than the timeout at `now` as lost.
+    pub fn expire(&mut self, now: Instant) {
+        let timeout = self.config.timeout;
+        let lost: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, sent)| now.saturating_duration_since(**sent) >= timeout)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in lost {
+            self.pending.remove(&seq);
+            self.decide(true);
+        }
+    }
+
+    fn decide(&mut self, lost: bool) {
+        self.outcomes.push_back(lost);
+        while self.outcomes.len() > self.config.window.max(1) {
+            self.outcomes.pop_front();
+        }
+    }
+
+    /// The figures at `now` (probes past their timeout count as lost).
+    pub fn snapshot(&mut self, now: Instant) -> Snapshot {
+        self.expire(now);
+        let lost = self.outcomes.iter().filter(|l| **l).count();
+        let loss =
+            if self.outcomes.is_empty() { 0.0 } else { lost as f64 / self.outcomes.len() as f64 };
+        let age = self.last_echo.map(|t| now.saturating_duration_since(t));
+        Snapshot {
+            rtt_ms: self.srtt_ms,
+            jitter_ms: self.jitter_ms,
+            loss,
+            samples: self.samples,
+            age,
+            stale: age.is_none_or(|a| a >= self.config.stale_after),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Sends probe `seq` at `t0 + sent_ms` and echoes it `rtt_ms` later.
+    fn probe(s: &mut LinkStats, t0: Instant, seq: u64, sent_ms: u64, rtt_ms: u64) -> bool {
+        s.sent(seq, t0 + ms(sent_ms));
+        s.echoed(seq, ms(rtt_ms), t0 + ms(sent_ms + rtt_ms))
+    }
+
+    #[test]
+    fn rtt_is_an_ewma_with_gain_one_eighth() {
+        let t0 = Instant::now();
+        let mut s = LinkStats::new(StatsConfig::default());
+        assert!(probe(&mut s, t0, 0, 0, 10));
+        assert_eq!(s.snapshot(t0 + ms(10)).rtt_ms, Some(10.0), "first sample taken as is");
+        assert!(probe(&mut s, t0, 1, 100, 18));
+        // 10 + (18 - 10) / 8
+        assert_eq!(s.snapshot(t0 + ms(118)).rtt_ms, Some(11.0));
+        for seq in 2..80 {
+            probe(&mut s, t0, seq, seq * 100, 30);
+        }
+        let snap = s.snapshot(t0 + ms(8000));
+        assert!((snap.rtt_ms.unwrap() - 30.0).abs() < 0.01, "{snap:?}");
+        assert_eq!(snap.samples, 80);
+    }
+
+    #[test]
+    fn jitter_follows_rfc3550() {
+        let t0 = Instant::now();
+        let mut s = LinkStats::new(StatsConfig::default());
+        probe(&mut s, t0, 0, 0, 10);
+        assert_eq!(s.snapshot(t0 + ms(10)).jitter_ms, 0.0, "one sample has no variation");
+        probe(&mut s, t0, 1, 100, 26);
+        // |26 - 10| / 16
+        assert_eq!(s.snapshot(t0 + ms(126)).jitter_ms, 1.0);
+        probe(&mut s, t0, 2, 200, 26);
+        // 1 + (0 - 1) / 16
+        assert_eq!(s.snapshot(t0 + ms(226)).jitter_ms, 15.0 / 16.0);
+        // Alternating 10/20 converges on a jitter of 10.
+        for seq in 3..300 {
+            probe(&mut s, t0, seq, seq * 100, if seq % 2 == 0 { 10 } else { 20 });
+        }
+        assert!((s.snapshot(t0 + ms(30_000)).jitter_ms - 10.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn loss_counts_timeouts_over_a_sliding_window() {
+        let t0 = Instant::now();
+        let config = StatsConfig { window: 10, ..Default::default() };
+        let mut s = LinkStats::new(config);
+        for seq in 0..10 {
+            probe(&mut s, t0, seq, seq * 100, 5);
+        }
+        assert_eq!(s.snapshot(t0 + ms(1000)).loss, 0.0);
+        // Five probes go unanswered.
+        for seq in 10..15 {
+            s.sent(seq, t0 + ms(seq * 100));
+        }
+        // Sent at 1.0..1.4 s: none has timed out at 1.9 s, three have at 2.25 s.
+        assert_eq!(s.snapshot(t0 + ms(1900)).loss, 0.0);
+        assert_eq!(s.snapshot(t0 + ms(2250)).loss, 0.3);
+        assert_eq!(s.snapshot(t0 + ms(2400)).loss, 0.5);
+        // A late echo does not undo the loss.
+        assert!(!s.echoed(12, ms(1300), t0 + ms(2500)));
+        assert_eq!(s.snapshot(t0 + ms(2500)).loss, 0.5);
+        // Nor does a duplicate echo count twice, or an unknown one at all.
+        assert!(!s.echoed(3, ms(5), t0 + ms(2500)));
+        assert!(!s.echoed(999, ms(5), t0 + ms(2500)));
+        // Ten answered probes push the losses out of the window.
+        for seq in 15..25 {
+            probe(&mut s, t0, seq, 2500 + seq * 10, 5);
+        }
+        assert_eq!(s.snapshot(t0 + ms(3000)).loss, 0.0);
+    }
+
+    #[test]
+    fn a_link_without_echoes_goes_stale_and_comes_back() {
+        let t0 = Instant::now();
+        let mut s = LinkStats::new(StatsConfig::default());
+        assert!(s.snapshot(t0).stale, "never echoed");
+        s.sent(0, t0);
+        assert!(s.snapshot(t0 + ms(500)).stale, "still never echoed");
+        probe(&mut s, t0, 1, 100, 4);
+        let snap = s.snapshot(t0 + ms(2000));
+        assert!(!snap.stale);
+        assert_eq!(snap.age, Some(ms(1896)));
+        let snap = s.snapshot(t0 + ms(104) + ms(3000));
+        assert!(snap.stale, "3 s without an echo");
+        assert_eq!(snap.rtt_ms, Some(4.0), "the last estimate stays readable");
+        probe(&mut s, t0, 2, 3200, 4);
+        assert!(!s.snapshot(t0 + ms(3300)).stale);
+    }
+}
