@@ -61,6 +61,14 @@ fn link<'a>(status: &'a Value, a: &str, b: &str) -> &'a Value {
     links(status).iter().find(|l| l["a"] == a && l["b"] == b).expect("link in status")
 }
 
+/// The network round trip the controller predicts for cloud-a from gw.
+fn cloud_network_ms(status: &Value) -> Option<f64> {
+    status["decisions"].as_array()?.iter().find_map(|sd| {
+        sd["decisions"].as_array()?.iter().find(|d| d["instance"] == "cloud-a")?["networkMs"]
+            .as_f64()
+    })
+}
+
 #[test]
 fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
     let real_cloud_ms = 30.0;
@@ -107,8 +115,17 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
         measured > 25.0,
         "core-cloud measured {measured} ms: the declared 15, not the real 30?"
     );
-    // Links becoming measured is a change worth a recompile.
+    // Links becoming measured is a change worth a recompile, and the compile step takes the
+    // measured latency: cloud-a is a 2 x (1 + 30) ms round trip away, not 2 x (1 + 15) (give or
+    // take the 10 % dampening band).
     assert!(status["generation"].as_u64() >= Some(2), "generation {}", status["generation"]);
+    let status = wait_status(&env, Duration::from_secs(10), |s| {
+        cloud_network_ms(s).is_some_and(|ms| (50.0..76.0).contains(&ms))
+    })?;
+    println!(
+        "cloud-a network round trip in the decisions: {:.1} ms (declared latencies would give 32)",
+        cloud_network_ms(&status).unwrap()
+    );
 
     // The instances' reports: fresh, with their capacity and request rate.
     let instances = status["metrics"]["instances"].as_array().context("metrics.instances")?;
