@@ -24,11 +24,17 @@
 //!
 //! `--throughput` instead measures UDP throughput through the example lab's whole chain, with
 //! cats' XDP at core and edge against the kernel's seg6/seg6local (see `bench/throughput.rs`).
+//!
+//! `--steering` instead runs the steering-quality simulation: instance-selection policies,
+//! the controller's own selector among them, compared by request completion time over a
+//! generated topology (see `bench/steering.rs`). It needs neither root nor namespaces.
 
 #[path = "../bench/cases.rs"]
 mod cases;
 #[path = "../bench/endpoint.rs"]
 mod endpoint;
+#[path = "../bench/steering.rs"]
+mod steering;
 #[path = "../bench/system.rs"]
 mod system;
 #[path = "../bench/throughput.rs"]
@@ -45,6 +51,7 @@ use crate::cases::Bench;
 const USAGE: &str = "\
 usage: cats-bench [--repeat N] [--calls N] [--rounds N]
        cats-bench --throughput
+       cats-bench --steering [--seed N] [--requests N] [--period-ms LIST] [--load LIST] [--what-if]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
                (default 1000000)
@@ -54,8 +61,11 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
   --throughput instead of the per-packet costs: UDP packets/s through the example lab
                (client -> gw -> core -> edge1 -> sink), cats XDP at core and edge1 against
                the kernel's seg6/seg6local there, as ratios (about 40 s)
+  --steering   instead: the steering-quality simulation (no root needed, a few seconds):
+               mean and p99 request completion time per instance-selection policy, cats'
+               selector among them; `cats-bench --steering --help` for its options
 
-Must run as root: it creates (and removes) its own network namespaces.";
+Must run as root (except --steering): it creates (and removes) its own network namespaces.";
 
 /// Command line settings.
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +141,30 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// `--steering` anywhere: the simulation, with the other arguments as its options.
+fn steering_main(argv: Vec<String>) -> ExitCode {
+    let options = match steering::Options::parse(argv.into_iter().filter(|a| a != "--steering")) {
+        Ok(Some(options)) => options,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cats-bench --steering: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match steering::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cats-bench --steering: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--steering") {
+        return steering_main(argv);
+    }
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => return ExitCode::SUCCESS,
