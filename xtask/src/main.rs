@@ -55,7 +55,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Bootstrap and build, then run target/release/cats-bench with these arguments.
+    /// Bootstrap and build, then run target/release/cats-bench with these arguments (as root),
+    /// then the steering-quality simulation (`cats-bench --steering`, no root needed) unless
+    /// the arguments already ask for it.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -106,7 +108,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Bench { args } => {
             build()?;
-            foreground::run(Command::new(release_bin(&root, "cats-bench")).args(args))
+            let bench = release_bin(&root, "cats-bench");
+            foreground::run(Command::new(&bench).args(&args))?;
+            let asked = |flag: &str| args.iter().any(|a| a == flag);
+            if asked("--steering") || asked("--help") || asked("-h") {
+                return Ok(());
+            }
+            foreground::run(Command::new(&bench).arg("--steering"))
         }
         Task::FmtCheck => cmd::run(&mut cargo(["fmt", "--all", "--check"])),
         Task::Lint => {
