@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +14,7 @@ use tracing::{error, info};
 
 use crate::{
     agent::node::{self, AgentConfig, AgentStatus, SharedStatus},
-    compile::{self, Compiled, Metrics, ServiceDecisions},
+    compile::{Compiled, Compiler, Metrics, ServiceDecisions},
     dataplane::program::ensure_bpffs,
     intent::{self, Intent},
     measure::{self, Gathered, Gatherer, MetricsReport, ProbeConfig},
@@ -99,7 +99,12 @@ pub async fn run(
     let mut gathered = gatherer.gather(&intent);
     let mut metrics = gathered.metrics.clone();
     let mut generation = 1;
-    let mut compiled = compile::compile(&intent, &metrics, generation)?;
+    // Hold-down and hysteresis need a clock; any monotonic one will do.
+    let started = Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let mut compiler = Compiler::new(intent.clone(), generation)?;
+    compiler.update(&metrics, generation, now_ms())?;
+    let mut compiled = compiler.compiled();
     publish(&store, &compiled, &served, config.state_dir.as_deref());
 
     for node in &served {
@@ -124,39 +129,49 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = ticker.tick() => {}
         }
-        let mut recompile = false;
+        let mut changed = false;
         let now_seen = fingerprint(&config.intent_dir);
         if now_seen != seen {
             seen = now_seen;
-            match intent::load_dir(&config.intent_dir) {
-                Ok(new) => {
-                    info!("intent changed; recompiling");
+            // All or nothing: a new intent replaces the running one only when it loads and
+            // compiles; otherwise the running state stays the last good one.
+            let fresh =
+                intent::load_dir(&config.intent_dir).map_err(|e| e.to_string()).and_then(|new| {
+                    let mut c =
+                        Compiler::new(new.clone(), generation + 1).map_err(|e| e.to_string())?;
+                    c.update(&metrics, generation + 1, now_ms()).map_err(|e| e.to_string())?;
+                    Ok((new, c))
+                });
+            match fresh {
+                Ok((new, c)) => {
+                    info!("intent changed; recompiled");
                     intent = new;
+                    compiler = c;
                     intent_error = None;
-                    recompile = true;
+                    changed = true;
                     gatherer.retarget(&intent, &served);
                 }
                 Err(e) => {
-                    // Nothing is applied: the running state stays the last good one.
                     error!("intent rejected, running state unchanged:\n{e}");
-                    intent_error = Some(e.to_string());
+                    intent_error = Some(e);
                 }
             }
         }
         gathered = gatherer.gather(&intent);
-        recompile |= take_metrics(&mut metrics, &gathered);
-        if recompile {
-            match compile::compile(&intent, &metrics, generation + 1) {
-                Ok(c) => {
-                    generation += 1;
-                    compiled = c;
-                    publish(&store, &compiled, &served, config.state_dir.as_deref());
-                }
+        // Held weights are looked at again every poll until their hold-down ends.
+        if take_metrics(&mut metrics, &gathered) || compiler.has_held() {
+            match compiler.update(&metrics, generation + 1, now_ms()) {
+                Ok(nodes) => changed |= !nodes.is_empty(),
                 Err(e) => {
                     error!("compile failed, running state unchanged: {e}");
                     intent_error = Some(e.to_string());
                 }
             }
+        }
+        if changed {
+            generation += 1;
+            compiled = compiler.compiled();
+            publish(&store, &compiled, &served, config.state_dir.as_deref());
         }
         if let Some(path) = &config.status_file {
             let status = status_json(

@@ -213,6 +213,6 @@ impl LabEnv {
 pub fn policy_via_core() -> String {
     let text = std::fs::read_to_string(example_intent_dir().join("policy.yaml"))
         .expect("example policy.yaml");
-    assert!(text.contains("  slack: 0.5\n"), "the example policy sets slack 0.5");
-    text.replace("  slack: 0.5\n", "  slack: 0.5\n  via: [core]\n")
+    assert!(text.contains("    maxLatencyMs: 100\n"), "the example policy has constraints");
+    text.replace("    maxLatencyMs: 100\n", "    maxLatencyMs: 100\n    waypoints: [core]\n")
 }

@@ -153,6 +153,12 @@ impl Compiler {
         out
     }
 
+    /// Whether some weights are held back by hysteresis or hold-down: the caller should
+    /// call [`Compiler::update`] again later even if no metric changes.
+    pub fn has_held(&self) -> bool {
+        self.steering.values().any(|st| st.decisions.iter().any(|d| d.held))
+    }
+
     pub fn compiled(&self) -> Compiled {
         Compiled { nodes: self.nodes.clone(), decisions: self.decisions() }
     }
@@ -166,7 +172,9 @@ impl Compiler {
         now_ms: u64,
     ) -> Result<Vec<String>, CompileError> {
         let links_changed = self.te.is_none() || metrics.links != self.metrics.links;
-        let dirty: BTreeSet<usize> = if links_changed {
+        let held = self.steering.values().filter(|st| st.decisions.iter().any(|d| d.held));
+        let held: BTreeSet<usize> = held.map(|st| st.service).collect();
+        let mut dirty: BTreeSet<usize> = if links_changed {
             self.te = Some(TeView::new(&self.intent, metrics));
             (0..self.intent.services.len()).collect()
         } else {
@@ -182,6 +190,7 @@ impl Compiler {
                 .map(|(s, _)| s)
                 .collect()
         };
+        dirty.extend(held);
         self.metrics = metrics.clone();
         let te = self.te.as_mut().expect("built above");
         let mut underlays = Underlays {
@@ -195,12 +204,17 @@ impl Compiler {
                 m
             });
         let mut touched = BTreeSet::new();
+        // Per service, what the ingresses planned so far send to each instance (req/s).
+        let mut ledgers: BTreeMap<usize, BTreeMap<String, f64>> = BTreeMap::new();
         for st in self.steering.values_mut().filter(|st| dirty.contains(&st.service)) {
             let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
             if links_changed {
                 st.routes.clear();
             }
-            select_for(te, &mut underlays, st, policy, metrics, serving[&st.service], now_ms);
+            let ledger = ledgers.entry(st.service).or_default();
+            let ingresses = serving[&st.service];
+            let round = Round { metrics, now_ms, ingresses };
+            select_for(te, &mut underlays, st, policy, &round, ledger);
             touched.insert(st.ingress);
         }
 
@@ -271,17 +285,27 @@ impl Compiler {
     }
 }
 
+/// What one update knows besides the steering itself.
+#[derive(Clone, Copy)]
+struct Round<'m> {
+    metrics: &'m Metrics,
+    now_ms: u64,
+    /// Ingresses that steer the service (its demand is shared among them).
+    ingresses: usize,
+}
+
 /// Routes (when missing), candidates, selection with hysteresis and hold-down, and backups
-/// for the instances that receive flows.
+/// for the instances that receive flows. `ledger` holds what the ingresses of the service
+/// planned before this one send to each instance; this one's plan is added to it.
 fn select_for(
     te: &mut TeView,
     underlays: &mut Underlays<'_>,
     st: &mut Steering,
     policy: &SteeringPolicy,
-    metrics: &Metrics,
-    ingresses: usize,
-    now_ms: u64,
+    round: &Round<'_>,
+    ledger: &mut BTreeMap<String, f64>,
 ) {
+    let Round { metrics, now_ms, ingresses } = *round;
     let intent = underlays.intent;
     let svc = &intent.services[st.service];
     let waypoints: Vec<NodeId> = policy
@@ -320,7 +344,9 @@ fn select_for(
         };
         match (reason, route) {
             (None, Some(route)) => {
-                candidates.push(steer::candidate(policy, svc, inst, route, metrics));
+                let mut c = steer::candidate(policy, svc, inst, route, metrics);
+                c.planned_elsewhere_rps = ledger.get(&inst.name).copied().unwrap_or(0.0);
+                candidates.push(c);
             }
             (reason, _) => unusable.push(Decision {
                 instance: inst.name.clone(),
@@ -347,6 +373,11 @@ fn select_for(
     hold_down(&mut decisions, previous, st.changed_at_ms, policy, now_ms);
     if previous.is_none_or(|p| weights_differ(p, &decisions)) {
         st.changed_at_ms = Some(now_ms);
+    }
+    let total: u32 = decisions.iter().map(|d| d.weight).sum();
+    for d in decisions.iter().filter(|d| d.weight > 0) {
+        *ledger.entry(d.instance.clone()).or_default() +=
+            demand * f64::from(d.weight) / f64::from(total);
     }
 
     for d in &mut decisions {

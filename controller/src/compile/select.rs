@@ -9,9 +9,10 @@
 //! d        = network round trip: 2 × one-way latency of the path (headend → waypoints → egress)
 //! μ        = service rate in requests/s: 1000 / measured service time, else tops / requestCost
 //! ρ_bg     = utilisation by everyone but this service: utilisation − request_rate / μ
-//! μ'       = μ × (1 − ρ_bg): the rate left for this service
-//! T(x)     = d + 1000 / (μ' − x)                    mean completion (ms) when we send x req/s
-//! T99(x)   = d + ln(100) × 1000 / (μ' − x)          its 99th percentile (M/M/1 sojourn is exponential)
+//! μ'       = μ × (1 − ρ_bg) − what ingresses planned before this one send there
+//! b        = queue depth × mean service time: the backlog to work off first
+//! T(x)     = d + b + 1000 / (μ' − x)                mean completion (ms) when we send x req/s
+//! T99(x)   = d + b + ln(100) × 1000 / (μ' − x)      its 99th percentile (M/M/1 sojourn is exponential)
 //! ```
 //!
 //! **Constraints first.** Candidates over `maxLatencyMs` (round trip) or under `minFreeTops`
@@ -22,7 +23,9 @@
 //! (req/s of this service at this ingress, measured), the shares level the predicted 99th
 //! percentile: find the level L with Σ x_i = λ·(1 + headroom), where
 //! `x_i = max(0, μ'_i − ln(100)·1000 / (L − d_i))` (water-filling, Wardrop equilibrium of
-//! the tail). Every instance whose idle tail is below the level gets traffic, the big idle
+//! the tail). The controller plans the ingresses of a service one after another against one
+//! capacity ledger (`planned_elsewhere_rps`), so they never all count on the same spare
+//! capacity. Every instance whose idle tail is below the level gets traffic, the big idle
 //! ones most; a far instance joins only when the near ones would queue. Planning for
 //! `HEADROOM` more than measured keeps a burst from overfilling the near ones. When λ is
 //! unknown (no measurement yet), every candidate whose current prediction
@@ -78,8 +81,10 @@ pub struct Candidate {
     pub queue_depth: f64,
     /// Measured mean service time of one request, if the instance reports it.
     pub service_time_ms: Option<f64>,
-    /// Requests/s of this service the instance received recently.
+    /// Requests/s of this service the instance received recently (from every ingress).
     pub request_rate: f64,
+    /// Requests/s of this service that other ingresses, planned before this one, will send.
+    pub planned_elsewhere_rps: f64,
 }
 
 /// Selection parameters from the steering policy.
@@ -139,9 +144,11 @@ pub struct Decision {
 /// What the model derives from one candidate before any choice.
 struct Figures {
     network_ms: f64,
-    /// Service rate left for this service, requests/s.
+    /// Service rate left for this ingress, requests/s.
     residual_rps: f64,
     service_ms: f64,
+    /// Time to work off the requests already queued.
+    backlog_ms: f64,
 }
 
 fn figures(c: &Candidate) -> Figures {
@@ -157,7 +164,9 @@ fn figures(c: &Candidate) -> Figures {
     // M/M/1 sojourn at the current load, or what the queue in front says, whichever is worse.
     let service_ms = (mean_service_ms / (1.0 - utilization))
         .max(mean_service_ms * (1.0 + c.queue_depth.max(0.0)));
-    Figures { network_ms, residual_rps: rate * (1.0 - background), service_ms }
+    let residual_rps = (rate * (1.0 - background) - c.planned_elsewhere_rps.max(0.0)).max(0.0);
+    let backlog_ms = mean_service_ms * c.queue_depth.max(0.0);
+    Figures { network_ms, residual_rps, service_ms, backlog_ms }
 }
 
 /// Linear map onto 0..10: 10 at or below `best`, 0 at or beyond `worst`.
@@ -307,7 +316,7 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
     }
     let tail = P99_FACTOR * 1000.0;
     let rate_at = |i: usize, level: f64| -> f64 {
-        let d = figs[i].network_ms;
+        let d = figs[i].network_ms + figs[i].backlog_ms;
         if level <= d {
             return 0.0;
         }
@@ -320,7 +329,7 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
     } else {
         let mut low = live
             .iter()
-            .map(|&i| figs[i].network_ms + tail / figs[i].residual_rps)
+            .map(|&i| figs[i].network_ms + figs[i].backlog_ms + tail / figs[i].residual_rps)
             .fold(f64::INFINITY, f64::min);
         let mut high = low.max(1.0) * 2.0;
         while live.iter().map(|&i| rate_at(i, high)).sum::<f64>() < demand {
@@ -341,8 +350,9 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
         let d = &mut decisions[i];
         let left = (figs[i].residual_rps - rate).max(figs[i].residual_rps * 0.001);
         d.planned_rps = rate;
-        d.predicted_ms = d.network_ms + 1000.0 / left;
-        d.predicted_p99_ms = d.network_ms + P99_FACTOR * 1000.0 / left;
+        let fixed = d.network_ms + figs[i].backlog_ms;
+        d.predicted_ms = fixed + 1000.0 / left;
+        d.predicted_p99_ms = fixed + P99_FACTOR * 1000.0 / left;
         if rate > 0.0 && total > 0.0 {
             d.weight = to_weight(rate / total);
         } else {

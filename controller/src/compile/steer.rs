@@ -87,16 +87,22 @@ pub(super) fn route(
 ) -> Option<Route> {
     let mut nodes = vec![source];
     let mut links = Vec::new();
+    let mut segments = Vec::new();
     let mut at = source;
     for &next in waypoints.iter().chain([&target]) {
         let leg = te.tree(at, avoid).path_to(next)?;
+        // Each leg needs only what forces it; a waypoint itself is always a segment, so the
+        // packet is processed there (its End SID), not merely routed past it.
+        segments.extend(minimise(&leg, underlays.igp));
+        if next != target {
+            segments.push(Segment::Node(next));
+        }
         nodes.extend_from_slice(&leg.nodes[1..]);
         links.extend_from_slice(&leg.links);
         at = next;
     }
     let latency_ms = te.graph.path_latency(&links);
     let path = Path { nodes, links, latency_ms };
-    let segments = minimise(&path, underlays.igp);
     Some(Route { path, segments, sids: Vec::new(), backup: None })
 }
 
@@ -204,6 +210,7 @@ pub(super) fn candidate(
         queue_depth: measured.queue_depth,
         service_time_ms: measured.service_time_ms,
         request_rate: measured.request_rate,
+        planned_elsewhere_rps: 0.0,
     }
 }
 

@@ -128,11 +128,13 @@ fn decision<'c>(c: &'c Compiled, instance: &str) -> &'c Decision {
 }
 
 #[test]
-fn a_waypoint_the_underlay_passes_anyway_needs_no_segment() {
+fn a_waypoint_is_always_a_segment_but_the_underlay_path_needs_none() {
+    let c = compile(&example(), &Metrics::default(), 1).unwrap();
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:5:4001::3"], "gw-core-cloud is the IGP's");
     let mut intent = example();
     intent.policies[0].constraints.waypoints = vec!["core".into()];
     let c = compile(&intent, &Metrics::default(), 1).unwrap();
-    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:5:4001::3"]);
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:2:1::", "fc00:0:5:4001::3"]);
 }
 
 #[test]
@@ -227,10 +229,12 @@ fn weight_changes_wait_for_the_hold_down_but_draining_does_not() {
     // 0.5 moves the weights well beyond the hysteresis, but within 2 s of the last change.
     compiler.update(&util(0.5), 2, 1_000).unwrap();
     assert_eq!(weight(&compiler), 500, "held");
-    compiler.update(&util(0.5), 3, 2_500).unwrap();
-    assert_eq!(weight(&compiler), 500, "same metrics: nothing to redo");
-    compiler.update(&util(0.51), 4, 2_600).unwrap();
-    assert_eq!(weight(&compiler), 329, "hold-down over: the weights move");
+    assert!(compiler.has_held());
+    compiler.update(&util(0.5), 3, 1_500).unwrap();
+    assert_eq!(weight(&compiler), 500, "still within the hold-down");
+    compiler.update(&util(0.5), 4, 2_500).unwrap();
+    assert_eq!(weight(&compiler), 333, "hold-down over: the same metrics now move the weights");
+    assert!(!compiler.has_held());
     // Overloaded right after a change: drained at once.
     compiler.update(&util(0.95), 5, 2_700).unwrap();
     assert_eq!(weight(&compiler), 0);

@@ -38,7 +38,9 @@
 //!    seed document proposes, with `latency_ms` the round trip. It prefers the weakest
 //!    compute; reproduced as written.
 //! 5. `cats`: the controller's own selector, `cats_controller::compile::select::decide`,
-//!    called once per ingress and period with the reported metrics; requests are split by its
+//!    called once per ingress and period with the reported metrics, the ingresses planned one
+//!    after another (largest demand first) against one ledger of what the earlier ones send
+//!    to each site, as the controller's compiler does; requests are split by its
 //!    integer weights, at random in proportion, as the headend's Maglev table does for new
 //!    flows.
 //!
@@ -539,10 +541,9 @@ impl Chooser {
         demand_rps: &[f64; INGRESSES],
         own_rps: &[[f64; SITES]; INGRESSES],
     ) {
+        // The controller plans a service's ingresses one after another on one ledger.
         let mut order: [usize; INGRESSES] = std::array::from_fn(|i| i);
-        if self.policy == Policy::CatsJoint {
-            order.sort_by(|a, b| demand_rps[*b].total_cmp(&demand_rps[*a]));
-        }
+        order.sort_by(|a, b| demand_rps[*b].total_cmp(&demand_rps[*a]));
         // Requests/s the ingresses planned so far send to each site (cats/joint's ledger).
         let mut planned_rps = [0.0; SITES];
         for i in order {
@@ -554,7 +555,10 @@ impl Chooser {
                 },
                 _ => reports[s],
             });
-            let weights = cats_weights(sc, i, &inputs, demand_rps[i], &mut self.previous[i]);
+            let elsewhere =
+                if self.policy == Policy::CatsJoint { [0.0; SITES] } else { planned_rps };
+            let weights =
+                cats_weights(sc, i, &inputs, &elsewhere, demand_rps[i], &mut self.previous[i]);
             let total: u32 = weights.iter().sum();
             if total > 0 {
                 for (planned, w) in planned_rps.iter_mut().zip(weights) {
@@ -591,6 +595,7 @@ fn cats_weights(
     sc: &Scenario,
     ingress: usize,
     reports: &[Report],
+    planned_elsewhere_rps: &[f64; SITES],
     demand_rps: f64,
     previous: &mut Option<Vec<select::Decision>>,
 ) -> [u32; SITES] {
@@ -608,6 +613,7 @@ fn cats_weights(
             queue_depth: reports[s].queue_depth,
             service_time_ms: reports[s].service_ms,
             request_rate: reports[s].request_rate,
+            planned_elsewhere_rps: planned_elsewhere_rps[s],
         })
         .collect();
     let policy = select::Policy {
@@ -710,7 +716,8 @@ pub fn run(o: &Options) -> Result<()> {
         o.periods_ms.iter().map(|p| format!("{p}")).collect::<Vec<_>>().join(", ")
     );
     println!(
-        "  cats = select::decide per ingress and period (min-completion-time, slack 0.5, \
+        "  cats = select::decide per ingress and period, ingresses planned in turn (largest \
+         demand first) on one ledger as the compiler does (min-completion-time, slack 0.5, \
          hysteresis 0.1, demand = the ingress's measured rate, candidates' metrics = the sites' \
          last reports), new requests split at random by its weights"
     );

@@ -31,6 +31,8 @@
 
 #[path = "../bench/cases.rs"]
 mod cases;
+#[path = "../bench/compile_scale.rs"]
+mod compile_scale;
 #[path = "../bench/endpoint.rs"]
 mod endpoint;
 #[path = "../bench/steering.rs"]
@@ -51,6 +53,7 @@ use crate::cases::Bench;
 const USAGE: &str = "\
 usage: cats-bench [--repeat N] [--calls N] [--rounds N]
        cats-bench --throughput
+       cats-bench --compile
        cats-bench --steering [--seed N] [--requests N] [--period-ms LIST] [--load LIST] [--what-if]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
@@ -61,6 +64,8 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
   --throughput instead of the per-packet costs: UDP packets/s through the example lab
                (client -> gw -> core -> edge1 -> sink), cats XDP at core and edge1 against
                the kernel's seg6/seg6local there, as ratios (about 40 s)
+  --compile    instead: the controller's compile time for 100, 1,000 and 10,000 nodes,
+               from scratch and after one metric change (no root needed)
   --steering   instead: the steering-quality simulation (no root needed, a few seconds):
                mean and p99 request completion time per instance-selection policy, cats'
                selector among them; `cats-bench --steering --help` for its options
@@ -164,6 +169,15 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.iter().any(|a| a == "--steering") {
         return steering_main(argv);
+    }
+    if argv.iter().any(|a| a == "--compile") {
+        return match compile_scale::run(&[100, 1_000, 10_000], 3) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cats-bench --compile: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let args = match parse_args() {
         Ok(Some(args)) => args,
