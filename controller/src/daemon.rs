@@ -22,6 +22,9 @@ use crate::{
     store::EmbeddedStore,
 };
 
+/// CPU time per poll spent on disjoint backup paths (they do not hold back the weights).
+const BACKUP_BUDGET: Duration = Duration::from_millis(20);
+
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
     pub intent_dir: PathBuf,
@@ -120,6 +123,7 @@ pub async fn run(
     }
     info!(nodes = ?served, generation, "controller started");
 
+    let mut backups_pending = true;
     let mut intent_error: Option<String> = None;
     let mut last_status: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(config.poll);
@@ -172,6 +176,11 @@ pub async fn run(
             generation += 1;
             compiled = compiler.compiled();
             publish(&store, &compiled, &served, config.state_dir.as_deref());
+            backups_pending = true;
+        }
+        if backups_pending {
+            backups_pending = compiler.fill_backups(BACKUP_BUDGET);
+            compiled.decisions = compiler.decisions();
         }
         if let Some(path) = &config.status_file {
             let status = status_json(

@@ -10,7 +10,10 @@
 //!
 //! Only headend states change after the first compile, and only those are re-assembled.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
 
 use cats_common::maps::{MAX_INSTANCES, MAX_SERVICES};
 
@@ -92,10 +95,12 @@ impl Compiler {
         }
 
         let default_policy = SteeringPolicy::default();
+        let policy_of: std::collections::HashMap<&str, usize> =
+            intent.policies.iter().enumerate().map(|(k, p)| (p.service.as_str(), k)).collect();
         let mut steering = BTreeMap::new();
         for (id, node) in topo.nodes.iter().enumerate().filter(|(_, n)| n.has_role(Role::Ingress)) {
             for (s, svc) in intent.services.iter().enumerate() {
-                let policy = intent.policies.iter().position(|p| p.service == svc.name);
+                let policy = policy_of.get(svc.name.as_str()).copied();
                 let p = policy.map_or(&default_policy, |p| &intent.policies[p]);
                 if !p.ingress.is_empty() && !p.ingress.contains(&node.name) {
                     continue;
@@ -151,6 +156,45 @@ impl Compiler {
             .collect();
         out.sort_by(|a, b| (&a.service, &a.ingress).cmp(&(&b.service, &b.ingress)));
         out
+    }
+
+    /// Computes the disjoint backup paths of the instances that receive flows and have none
+    /// yet, until `budget` is spent. Returns whether any is still missing. Backups cost a
+    /// constrained search each (seconds in all at 10,000 nodes), so the daemon spreads them
+    /// over its polls instead of delaying the weights; the dataplane does not use them yet.
+    pub fn fill_backups(&mut self, budget: Duration) -> bool {
+        let start = Instant::now();
+        let Some(te) = self.te.as_ref() else { return false };
+        for st in self.steering.values_mut() {
+            let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
+            let svc = &self.intent.services[st.service];
+            let mut avoid = None;
+            for d in st.decisions.iter_mut().filter(|d| d.weight > 0 && d.backup_path.is_none()) {
+                if start.elapsed() >= budget {
+                    return true;
+                }
+                let Some(i) = svc.instances.iter().position(|i| i.name == d.instance) else {
+                    continue;
+                };
+                let Some(route) = st.routes.get_mut(i).and_then(Option::as_mut) else { continue };
+                if route.backup.is_some() {
+                    continue; // known to have none
+                }
+                let avoid = avoid.get_or_insert_with(|| {
+                    let key = st.policy.map_or(0, |p| p + 1);
+                    AvoidSet::of(&te.graph, &self.intent, policy, key)
+                });
+                let waypoints: Vec<NodeId> = policy
+                    .constraints
+                    .waypoints
+                    .iter()
+                    .filter_map(|w| te.graph.node_id(w))
+                    .collect();
+                d.backup_path =
+                    route.backup(te, &waypoints, avoid).map(|(p, _)| steer::names(&te.graph, p));
+            }
+        }
+        false
     }
 
     /// Whether some weights are held back by hysteresis or hold-down: the caller should
@@ -294,8 +338,7 @@ struct Round<'m> {
     ingresses: usize,
 }
 
-/// Routes (when missing), candidates, selection with hysteresis and hold-down, and backups
-/// for the instances that receive flows. `ledger` holds what the ingresses of the service
+/// Routes (when missing), candidates, and selection with hysteresis and hold-down. `ledger` holds what the ingresses of the service
 /// planned before this one send to each instance; this one's plan is added to it.
 fn select_for(
     te: &mut TeView,
@@ -385,9 +428,10 @@ fn select_for(
         let route = st.routes[i].as_mut().expect("candidates have routes");
         d.path = steer::names(&te.graph, &route.path);
         d.segments = steer::describe(&te.graph, &route.segments, &svc.instances[i].node);
-        if d.weight > 0 {
-            d.backup_path =
-                route.backup(te, &waypoints, &avoid).map(|(p, _)| steer::names(&te.graph, p));
+        // A backup already computed for this TE view is shown; missing ones come from
+        // `fill_backups`, outside the path that publishes weights.
+        if let Some(Some((backup, _))) = &route.backup {
+            d.backup_path = Some(steer::names(&te.graph, backup));
         }
     }
     decisions.extend(unusable);

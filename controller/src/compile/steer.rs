@@ -22,6 +22,8 @@ use crate::intent::{ComputeService, Instance, Intent, SteeringPolicy, Underlay};
 pub(super) struct TeView {
     pub graph: Graph,
     trees: HashMap<(NodeId, usize), Spt>,
+    /// Nothing measured: the TE latencies are the IGP's, so are unconstrained trees.
+    same_as_igp: bool,
 }
 
 impl TeView {
@@ -30,12 +32,15 @@ impl TeView {
         let graph = Graph::new(&intent.topology, |i| {
             metrics.links.get(&i).map_or(links[i].latency_ms, |m| m.one_way_ms)
         });
-        TeView { graph, trees: HashMap::new() }
+        TeView { graph, trees: HashMap::new(), same_as_igp: metrics.links.is_empty() }
     }
 
-    fn tree(&mut self, source: NodeId, avoid: &AvoidSet) -> &Spt {
+    fn tree(&mut self, source: NodeId, avoid: &AvoidSet, igp: &mut Igp) -> &Spt {
         let graph = &self.graph;
-        self.trees.entry((source, avoid.key)).or_insert_with(|| graph.spf(source, &avoid.avoid))
+        let shared = self.same_as_igp && avoid.key == 0;
+        self.trees.entry((source, avoid.key)).or_insert_with(|| {
+            if shared { igp.spt(source).clone() } else { graph.spf(source, &avoid.avoid) }
+        })
     }
 }
 
@@ -90,7 +95,7 @@ pub(super) fn route(
     let mut segments = Vec::new();
     let mut at = source;
     for &next in waypoints.iter().chain([&target]) {
-        let leg = te.tree(at, avoid).path_to(next)?;
+        let leg = te.tree(at, avoid, underlays.igp).path_to(next)?;
         // Each leg needs only what forces it; a waypoint itself is always a segment, so the
         // packet is processed there (its End SID), not merely routed past it.
         segments.extend(minimise(&leg, underlays.igp));

@@ -188,6 +188,10 @@ pub struct Row {
     pub instance_change: Duration,
     pub instance_changed_nodes: usize,
     pub link_change: Duration,
+    /// All disjoint backups of the used instances, once (the daemon spreads them over polls).
+    pub backups: Duration,
+    /// Used instances with a backup, of all used instances.
+    pub with_backup: (usize, usize),
 }
 
 /// Median of `rounds` runs of each: a full compile, one instance's utilisation changing, one
@@ -196,11 +200,25 @@ pub fn measure(shape: Shape, rounds: usize) -> Result<Row> {
     let intent = generate(shape, 0xca75);
     let (mut full, mut inst, mut link) = (Vec::new(), Vec::new(), Vec::new());
     let mut changed_nodes = 0;
+    let mut backups = Duration::ZERO;
+    let mut with_backup = (0, 0);
     for round in 0..rounds {
         let start = Instant::now();
         let mut compiler = Compiler::new(intent.clone(), 1)?;
         compiler.update(&Metrics::default(), 1, 0)?;
         full.push(start.elapsed());
+        if round == 0 {
+            let start = Instant::now();
+            compiler.fill_backups(Duration::MAX);
+            backups = start.elapsed();
+            with_backup = compiler
+                .decisions()
+                .iter()
+                .flat_map(|s| &s.decisions)
+                .filter(|d| d.weight > 0)
+                .map(|d| d.backup_path.is_some())
+                .fold((0, 0), |(yes, all), b| (yes + usize::from(b), all + 1));
+        }
 
         let mut metrics = Metrics::default();
         // An instance that has flows, so the change must move weights.
@@ -236,20 +254,31 @@ pub fn measure(shape: Shape, rounds: usize) -> Result<Row> {
         instance_change: median(&mut inst),
         instance_changed_nodes: changed_nodes,
         link_change: median(&mut link),
+        backups,
+        with_backup,
     })
 }
 
 pub fn run(sizes: &[usize], rounds: usize) -> Result<()> {
     println!("compile time (median of {rounds}, one core, release build; underlay external)");
     println!(
-        "{:>7} {:>7} {:>9} {:>12} | {:>10} | {:>16} {:>7} | {:>12}",
-        "nodes", "links", "services", "ingress", "full", "instance change", "nodes", "link change"
+        "{:>7} {:>7} {:>9} {:>7} | {:>10} | {:>16} {:>5} | {:>12} | {:>10} {:>13}",
+        "nodes",
+        "links",
+        "services",
+        "ingress",
+        "full",
+        "instance change",
+        "nodes",
+        "link change",
+        "backups",
+        "with backup"
     );
     for &n in sizes {
         let row = measure(Shape::of(n), rounds)?;
         let s = row.shape;
         println!(
-            "{:>7} {:>7} {:>9} {:>12} | {:>8.1}ms | {:>14.2}ms {:>7} | {:>10.1}ms",
+            "{:>7} {:>7} {:>9} {:>7} | {:>8.1}ms | {:>14.2}ms {:>5} | {:>10.1}ms | {:>9.2}s {:>6}/{:<6}",
             s.nodes,
             s.links,
             s.services,
@@ -258,6 +287,9 @@ pub fn run(sizes: &[usize], rounds: usize) -> Result<()> {
             row.instance_change.as_secs_f64() * 1e3,
             row.instance_changed_nodes,
             row.link_change.as_secs_f64() * 1e3,
+            row.backups.as_secs_f64(),
+            row.with_backup.0,
+            row.with_backup.1,
         );
     }
     Ok(())
