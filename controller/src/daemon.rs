@@ -165,7 +165,11 @@ pub async fn run(
         // Held weights are looked at again every poll until their hold-down ends.
         if take_metrics(&mut metrics, &gathered) || compiler.has_held() {
             match compiler.update(&metrics, generation + 1, now_ms()) {
-                Ok(nodes) => changed |= !nodes.is_empty(),
+                Ok(nodes) => {
+                    changed |= !nodes.is_empty();
+                    // The figures move even when no weight does.
+                    compiled.decisions = compiler.decisions();
+                }
                 Err(e) => {
                     error!("compile failed, running state unchanged: {e}");
                     intent_error = Some(e.to_string());

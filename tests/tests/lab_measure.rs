@@ -158,10 +158,23 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
     for other in [("gw", "core"), ("core", "edge1"), ("core", "cloud")] {
         assert_eq!(link(&status, other.0, other.1)["stale"], false, "{other:?} stays fresh");
     }
-    // A link going stale is a change: the controller recompiled without its measurement.
-    let status =
-        wait_status(&env, Duration::from_secs(5), |s| s["generation"].as_u64() > Some(generation))?;
-    assert!(status["generation"].as_u64() > Some(generation));
+    // A link going stale is a change: the controller recompiled without its measurement, so
+    // edge2-a's round trip is the declared 2 x (1 + 2) ms again on gw-core's measured 1.1 ms.
+    let edge2_network = |s: &Value| -> Option<f64> {
+        s["decisions"]
+            .as_array()?
+            .iter()
+            .flat_map(|d| d["decisions"].as_array())
+            .flatten()
+            .find(|d| d["instance"] == "edge2-a")?["networkMs"]
+            .as_f64()
+    };
+    let declared_core_edge2 = |s: &Value| {
+        let gw_core = link(s, "gw", "core")["oneWayMs"].as_f64().unwrap_or(1.0);
+        edge2_network(s).is_some_and(|ms| (ms - 2.0 * (gw_core + 2.0)).abs() < 1e-6)
+    };
+    let status = wait_status(&env, Duration::from_secs(5), declared_core_edge2)?;
+    assert!(status["generation"].as_u64() >= Some(generation));
     Ok(())
 }
 
