@@ -117,8 +117,8 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
     );
     // Links becoming measured is a change worth a recompile, and the compile step takes the
     // measured latency: cloud-a is a 2 x (1 + 30) ms round trip away, not 2 x (1 + 15) (give or
-    // take the 10 % dampening band).
-    assert!(status["generation"].as_u64() >= Some(2), "generation {}", status["generation"]);
+    // take the 10 % dampening band). The generation need not move: it counts changed node
+    // states, and cloud-a gets no flows either way.
     let status = wait_status(&env, Duration::from_secs(10), |s| {
         cloud_network_ms(s).is_some_and(|ms| (50.0..76.0).contains(&ms))
     })?;
@@ -140,7 +140,6 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
     assert_eq!(instances[1]["capacityTops"], 4.0);
 
     // core-edge2 dies: edge2's end of the veth goes down (inside the lab's namespace).
-    let generation = status["generation"].as_u64().unwrap();
     env.lab().node("edge2").ip(&["link", "set", "core", "down"])?;
     let down = Instant::now();
     let status = wait_status(&env, Duration::from_secs(15), |s| {
@@ -173,8 +172,7 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
         let gw_core = link(s, "gw", "core")["oneWayMs"].as_f64().unwrap_or(1.0);
         edge2_network(s).is_some_and(|ms| (ms - 2.0 * (gw_core + 2.0)).abs() < 1e-6)
     };
-    let status = wait_status(&env, Duration::from_secs(5), declared_core_edge2)?;
-    assert!(status["generation"].as_u64() >= Some(generation));
+    wait_status(&env, Duration::from_secs(5), declared_core_edge2)?;
     Ok(())
 }
 
