@@ -56,7 +56,8 @@ pub struct InstanceMetrics {
     pub served_total: u64,
     /// Mean service time over all requests served so far; the configured one before any.
     pub mean_service_ms: f64,
-    /// Requests received per second over the last report period (queued, served or dropped).
+    /// Requests received over the network per second over the last report period (queued,
+    /// served or dropped); requests from the instance's own host (another tenant) are left out.
     #[serde(default)]
     pub request_rate: f64,
     /// The instance's speed in TOPS, as configured.
@@ -183,8 +184,15 @@ fn receive(socket: usize, sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) 
         };
         let arrived = Instant::now();
         let Some(req) = Request::decode(&buf[..n]) else { continue };
+        // Requests from this host itself are another tenant's load (the lab's load events):
+        // they use the compute, so they show in the utilisation, but they are not this
+        // service's demand, which arrives over the network.
+        let from_here =
+            peer.ip().is_loopback() || sock.local_addr().is_ok_and(|l| l.ip() == peer.ip());
         let mut st = shared.lock();
-        st.received += 1;
+        if !from_here {
+            st.received += 1;
+        }
         if st.queue.len() >= MAX_QUEUE {
             st.dropped += 1;
             continue;

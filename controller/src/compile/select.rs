@@ -183,6 +183,10 @@ pub fn decide(
     policy: &Policy,
     previous: Option<&[Decision]>,
 ) -> Vec<Decision> {
+    // Without a previous decision (a fresh start) everyone counts as having flows: admission
+    // margins are for instances coming back, not for the first plan.
+    let had_flows =
+        |name: &str| previous.is_none_or(|p| p.iter().any(|d| d.instance == name && d.weight > 0));
     let figs: Vec<Figures> = candidates.iter().map(figures).collect();
     let mut decisions: Vec<Decision> = candidates
         .iter()
@@ -212,7 +216,7 @@ pub fn decide(
                 network_score,
                 compute_score,
                 score,
-                excluded: constraint_violation(c, f, policy),
+                excluded: constraint_violation(c, f, policy, had_flows(&c.instance)),
                 ..Default::default()
             }
         })
@@ -227,8 +231,7 @@ pub fn decide(
         d.excluded = Some(format!("locality group {} has instances left", group + 1));
     }
 
-    let was_in =
-        |name: &str| previous.is_some_and(|p| p.iter().any(|d| d.instance == name && d.weight > 0));
+    let was_in = |name: &str| previous.is_some() && had_flows(name);
     match policy.objective {
         Objective::MinCompletionTime if policy.demand_rps > 0.0 => {
             water_fill(&mut decisions, &figs, policy.demand_rps * (1.0 + HEADROOM));
@@ -250,13 +253,27 @@ pub fn decide(
 }
 
 /// The policy's hard constraints, as a reason; `None` when the candidate meets them all.
-fn constraint_violation(c: &Candidate, f: &Figures, policy: &Policy) -> Option<String> {
+fn constraint_violation(
+    c: &Candidate,
+    f: &Figures,
+    policy: &Policy,
+    had_flows: bool,
+) -> Option<String> {
     if let Some(max) = policy.max_network_ms.filter(|max| f.network_ms > *max) {
         return Some(format!("network round trip {:.1} ms > maxLatencyMs {max}", f.network_ms));
     }
     let free = c.tops * (1.0 - c.utilization.clamp(0.0, 1.0));
     if let Some(min) = policy.min_free_tops.filter(|min| free < *min) {
         return Some(format!("free compute {free:.2} TOPS < minFreeTops {min}"));
+    }
+    // An instance without flows must keep the margin after taking the whole demand: its
+    // utilisation does not show our load yet, and admitting it on today's figure would send
+    // the flows there, push it under the bound, drain it, and start again.
+    let after = free - policy.demand_rps * c.request_cost;
+    if let Some(min) = policy.min_free_tops.filter(|min| !had_flows && after < *min) {
+        return Some(format!(
+            "free compute {free:.2} TOPS, {after:.2} after taking the demand < minFreeTops {min}"
+        ));
     }
     None
 }
@@ -348,7 +365,8 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
     let total: f64 = rates.iter().map(|(_, r)| r).sum();
     for (i, rate) in rates {
         let d = &mut decisions[i];
-        let left = (figs[i].residual_rps - rate).max(figs[i].residual_rps * 0.001);
+        // A saturated instance has no steady state; it is shown at 20 × its idle time.
+        let left = (figs[i].residual_rps - rate).max(figs[i].residual_rps * 0.05);
         d.planned_rps = rate;
         let fixed = d.network_ms + figs[i].backlog_ms;
         d.predicted_ms = fixed + 1000.0 / left;

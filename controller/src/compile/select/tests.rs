@@ -167,3 +167,22 @@ fn scores_map_onto_zero_to_ten() {
     assert!((ds[0].compute_score - 9.95).abs() < 1e-9);
     assert!((ds[0].score - 9.825).abs() < 1e-9);
 }
+
+#[test]
+fn an_instance_without_flows_must_keep_the_margin_after_taking_the_demand() {
+    // e1 was drained; at 70% busy it has 1.2 TOPS free, but 30 req/s of 0.02 TOPs would eat
+    // 0.6 of them: it stays out rather than flap back in.
+    let p = Policy { min_free_tops: Some(1.0), demand_rps: 30.0, ..policy() };
+    let mut cs = lab();
+    cs[0].utilization = 0.95;
+    let drained = decide(&cs, &p, None);
+    assert_eq!(weight(&drained, "e1"), 0);
+    cs[0].utilization = 0.7;
+    let later = decide(&cs, &p, Some(&drained));
+    assert_eq!(weight(&later, "e1"), 0, "{later:?}");
+    assert!(later[0].excluded.as_ref().unwrap().contains("after taking the demand"));
+    // Once it has room for the demand (and its tail beats the level e2 alone reaches), it
+    // comes back.
+    cs[0].utilization = 0.1;
+    assert!(weight(&decide(&cs, &p, Some(&later)), "e1") > 0);
+}
