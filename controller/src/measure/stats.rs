@@ -19,6 +19,9 @@ use serde::Serialize;
 pub const RTT_GAIN: f64 = 1.0 / 8.0;
 /// Gain of the jitter estimate (RFC 3550, section 6.4.1).
 pub const JITTER_GAIN: f64 = 1.0 / 16.0;
+/// The first echoes of a link include neighbour discovery and program attachment: until this
+/// many came back, the estimate is their minimum and the link does not count as measured.
+pub const WARMUP_SAMPLES: u64 = 5;
 
 /// How one link end judges its probes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -111,6 +114,7 @@ impl LinkStats {
             self.jitter_ms += ((r - prev).abs() - self.jitter_ms) * JITTER_GAIN;
         }
         self.srtt_ms = Some(match self.srtt_ms {
+            Some(s) if self.samples < WARMUP_SAMPLES => s.min(r),
             Some(s) => s + (r - s) * RTT_GAIN,
             None => r,
         });
@@ -155,7 +159,8 @@ impl LinkStats {
             loss,
             samples: self.samples,
             age,
-            stale: age.is_none_or(|a| a >= self.config.stale_after),
+            stale: self.samples < WARMUP_SAMPLES
+                || age.is_none_or(|a| a >= self.config.stale_after),
         }
     }
 }
@@ -178,12 +183,18 @@ mod tests {
     fn rtt_is_an_ewma_with_gain_one_eighth() {
         let t0 = Instant::now();
         let mut s = LinkStats::new(StatsConfig::default());
-        assert!(probe(&mut s, t0, 0, 0, 10));
-        assert_eq!(s.snapshot(t0 + ms(10)).rtt_ms, Some(10.0), "first sample taken as is");
-        assert!(probe(&mut s, t0, 1, 100, 18));
-        // 10 + (18 - 10) / 8
-        assert_eq!(s.snapshot(t0 + ms(118)).rtt_ms, Some(11.0));
-        for seq in 2..80 {
+        // Warm-up: the minimum of the first echoes (the slow first one is left behind).
+        assert!(probe(&mut s, t0, 0, 0, 50));
+        assert_eq!(s.snapshot(t0 + ms(50)).rtt_ms, Some(50.0), "first sample taken as is");
+        for seq in 1..WARMUP_SAMPLES {
+            assert!(probe(&mut s, t0, seq, seq * 100, 10));
+        }
+        assert_eq!(s.snapshot(t0 + ms(500)).rtt_ms, Some(10.0));
+        let next = WARMUP_SAMPLES;
+        assert!(probe(&mut s, t0, next, next * 100, 18));
+        // Then the EWMA: 10 + (18 - 10) / 8
+        assert_eq!(s.snapshot(t0 + ms(next * 100 + 18)).rtt_ms, Some(11.0));
+        for seq in next + 1..80 {
             probe(&mut s, t0, seq, seq * 100, 30);
         }
         let snap = s.snapshot(t0 + ms(8000));
@@ -247,14 +258,19 @@ mod tests {
         assert!(s.snapshot(t0).stale, "never echoed");
         s.sent(0, t0);
         assert!(s.snapshot(t0 + ms(500)).stale, "still never echoed");
-        probe(&mut s, t0, 1, 100, 4);
+        probe(&mut s, t0, 1, 100, 40);
+        assert!(s.snapshot(t0 + ms(150)).stale, "one echo is not a measurement yet");
+        for seq in 2..=WARMUP_SAMPLES {
+            probe(&mut s, t0, seq, 100, 4);
+        }
         let snap = s.snapshot(t0 + ms(2000));
         assert!(!snap.stale);
+        assert_eq!(snap.rtt_ms, Some(4.0), "the slow first echo is not the estimate");
         assert_eq!(snap.age, Some(ms(1896)));
         let snap = s.snapshot(t0 + ms(104) + ms(3000));
         assert!(snap.stale, "3 s without an echo");
         assert_eq!(snap.rtt_ms, Some(4.0), "the last estimate stays readable");
-        probe(&mut s, t0, 2, 3200, 4);
+        probe(&mut s, t0, 9, 3200, 4);
         assert!(!s.snapshot(t0 + ms(3300)).stale);
     }
 }
