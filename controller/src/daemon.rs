@@ -14,7 +14,7 @@ use tracing::{error, info};
 
 use crate::{
     agent::node::{self, AgentConfig, AgentStatus, SharedStatus},
-    compile::{Compiled, Compiler, Metrics, ServiceDecisions},
+    compile::{Compiled, Compiler, Metrics, Selector, ServiceDecisions},
     dataplane::program::ensure_bpffs,
     intent::{self, Intent},
     measure::{self, Gathered, Gatherer, MetricsReport, ProbeConfig},
@@ -38,6 +38,8 @@ pub struct DaemonConfig {
     pub poll: Duration,
     /// Where to record the published desired states (`running::record`), if anywhere.
     pub state_dir: Option<PathBuf>,
+    /// Who picks instances: cats, or a baseline to compare it with.
+    pub selector: Selector,
 }
 
 /// What the daemon reports in its status file.
@@ -105,7 +107,7 @@ pub async fn run(
     // Hold-down and hysteresis need a clock; any monotonic one will do.
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
-    let mut compiler = Compiler::new(intent.clone(), generation)?;
+    let mut compiler = Compiler::new(intent.clone(), generation)?.with_selector(config.selector);
     compiler.update(&metrics, generation, now_ms())?;
     let mut compiled = compiler.compiled();
     publish(&store, &compiled, &served, config.state_dir.as_deref());
@@ -141,8 +143,9 @@ pub async fn run(
             // compiles; otherwise the running state stays the last good one.
             let fresh =
                 intent::load_dir(&config.intent_dir).map_err(|e| e.to_string()).and_then(|new| {
-                    let mut c =
-                        Compiler::new(new.clone(), generation + 1).map_err(|e| e.to_string())?;
+                    let mut c = Compiler::new(new.clone(), generation + 1)
+                        .map_err(|e| e.to_string())?
+                        .with_selector(config.selector);
                     c.update(&metrics, generation + 1, now_ms()).map_err(|e| e.to_string())?;
                     Ok((new, c))
                 });

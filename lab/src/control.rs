@@ -123,6 +123,7 @@ pub fn daemon_config(
         status_file: Some(run_dir.join("status.json")),
         poll: Duration::from_millis(200),
         state_dir: Some(run_dir.join("state")),
+        selector: Default::default(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use cats_controller::{
     agent::kernel::Kernel,
-    compile::{self, Metrics},
+    compile::{self, Metrics, Selector},
     daemon::{self, DaemonConfig},
     dataplane::program::remove_pins,
     diff, explain, paths, running,
@@ -54,6 +54,10 @@ enum Command {
         /// against it).
         #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// Who picks instances: cats, or, to compare it on the same dataplane,
+        /// nearest-site (anycast), least-loaded, random or seed-formula.
+        #[arg(long, default_value = "cats")]
+        selector: Selector,
     },
     /// Validate an intent directory; errors name file, line and field.
     Validate { dir: PathBuf },
@@ -146,6 +150,7 @@ fn run(cli: Cli) -> Result<()> {
             status_file,
             poll_ms,
             state_dir,
+            selector,
         } => {
             let config = DaemonConfig {
                 intent_dir: intent,
@@ -156,6 +161,7 @@ fn run(cli: Cli) -> Result<()> {
                 status_file,
                 poll: Duration::from_millis(poll_ms),
                 state_dir: Some(state_dir),
+                selector,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))

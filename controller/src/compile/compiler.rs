@@ -19,6 +19,7 @@ use cats_common::maps::{MAX_INSTANCES, MAX_SERVICES};
 
 use super::{
     CompileError, Compiled, ServiceDecisions, addressing as addr,
+    baseline::{self, Selector},
     graph::{Graph, NodeId},
     metrics::Metrics,
     node::{base_state, matches},
@@ -57,6 +58,7 @@ pub struct Compiler {
     /// By (ingress name, CS-ID): the headend's service order.
     steering: BTreeMap<(String, u16), Steering>,
     nodes: BTreeMap<String, NodeState>,
+    selector: Selector,
 }
 
 impl Compiler {
@@ -131,7 +133,14 @@ impl Compiler {
             metrics: Metrics::default(),
             steering,
             nodes,
+            selector: Selector::Cats,
         })
+    }
+
+    /// Picks instances with `selector` instead of cats' own (for comparisons).
+    pub fn with_selector(mut self, selector: Selector) -> Compiler {
+        self.selector = selector;
+        self
     }
 
     pub fn intent(&self) -> &Intent {
@@ -257,7 +266,7 @@ impl Compiler {
             }
             let ledger = ledgers.entry(st.service).or_default();
             let ingresses = serving[&st.service];
-            let round = Round { metrics, now_ms, ingresses };
+            let round = Round { metrics, now_ms, ingresses, selector: self.selector };
             select_for(te, &mut underlays, st, policy, &round, ledger);
             touched.insert(st.ingress);
         }
@@ -336,6 +345,7 @@ struct Round<'m> {
     now_ms: u64,
     /// Ingresses that steer the service (its demand is shared among them).
     ingresses: usize,
+    selector: Selector,
 }
 
 /// Routes (when missing), candidates, and selection with hysteresis and hold-down. `ledger` holds what the ingresses of the service
@@ -348,7 +358,7 @@ fn select_for(
     round: &Round<'_>,
     ledger: &mut BTreeMap<String, f64>,
 ) {
-    let Round { metrics, now_ms, ingresses } = *round;
+    let Round { metrics, now_ms, ingresses, selector } = *round;
     let intent = underlays.intent;
     let svc = &intent.services[st.service];
     let waypoints: Vec<NodeId> = policy
@@ -412,8 +422,14 @@ fn select_for(
         scoring: policy.scoring.clone(),
     };
     let previous = (!st.decisions.is_empty()).then_some(st.decisions.as_slice());
-    let mut decisions = select::decide(&candidates, &selection, previous);
-    hold_down(&mut decisions, previous, st.changed_at_ms, policy, now_ms);
+    let mut decisions = match selector {
+        Selector::Cats => {
+            let mut ds = select::decide(&candidates, &selection, previous);
+            hold_down(&mut ds, previous, st.changed_at_ms, policy, now_ms);
+            ds
+        }
+        other => baseline::decide(other, &candidates),
+    };
     if previous.is_none_or(|p| weights_differ(p, &decisions)) {
         st.changed_at_ms = Some(now_ms);
     }

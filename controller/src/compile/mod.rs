@@ -10,6 +10,7 @@
 //! - `select`: the instance selector (C-PS).
 
 pub mod addressing;
+pub mod baseline;
 mod compiler;
 pub mod graph;
 pub mod metrics;
@@ -27,8 +28,8 @@ use self::select::Decision;
 use crate::{intent::Intent, state::NodeState};
 use cats_common::maps::{MAX_INSTANCES, MAX_SERVICES};
 
-pub use self::compiler::Compiler;
 pub use self::metrics::{InstanceMetric, LinkMetric, Metrics};
+pub use self::{baseline::Selector, compiler::Compiler};
 
 /// Desired state of every node, and the figures behind every weight.
 #[derive(Clone, Debug, PartialEq, Serialize)]

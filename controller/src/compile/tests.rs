@@ -268,3 +268,28 @@ fn xdp_nodes_get_an_endpoint_on_their_links_and_every_node_end_x_per_adjacency()
     assert_eq!(end_x.behavior, SidBehavior::EndX { nexthop: "fdff:ca75:0:2::2".parse().unwrap() });
     assert_eq!(end_x.interface, "edge1");
 }
+
+#[test]
+fn a_baseline_selector_replaces_the_choice_and_nothing_else() {
+    let cats = compile(&example(), &Metrics::default(), 1).unwrap();
+    let mut compiler = Compiler::new(example(), 1).unwrap().with_selector(Selector::LeastLoaded);
+    let mut metrics = Metrics::default();
+    metrics
+        .instances
+        .insert("edge1-a".into(), InstanceMetric { utilization: 0.2, ..Default::default() });
+    metrics
+        .instances
+        .insert("edge2-a".into(), InstanceMetric { utilization: 0.1, ..Default::default() });
+    compiler.update(&metrics, 1, 0).unwrap();
+    let baseline = compiler.compiled();
+    // The idle cloud is the least loaded, however far: it gets everything.
+    assert_eq!(weight_of(&baseline, "cloud-a"), 1000);
+    assert_eq!(weight_of(&baseline, "edge1-a"), 0);
+    // Same paths, segments and everything else on every node.
+    let mut cats_gw = cats.nodes["gw"].headend.clone().unwrap();
+    let mut base_gw = baseline.nodes["gw"].headend.clone().unwrap();
+    cats_gw.services[0].weights.clear();
+    base_gw.services[0].weights.clear();
+    assert_eq!(cats_gw, base_gw);
+    assert_eq!(cats.nodes["edge1"], baseline.nodes["edge1"]);
+}
