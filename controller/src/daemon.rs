@@ -126,6 +126,7 @@ pub async fn run(
     info!(nodes = ?served, generation, "controller started");
 
     let mut backups_pending = true;
+    let mut demand = measure::demand::DemandMeter::default();
     let mut intent_error: Option<String> = None;
     let mut last_status: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(config.poll);
@@ -165,8 +166,17 @@ pub async fn run(
             }
         }
         gathered = gatherer.gather(&intent);
+        let scope = config.netns_prefix.as_deref().unwrap_or("");
+        let pins_of = |node: &str| paths::node_pins(&config.bpffs, scope, node);
+        let rates = demand.read(compiled.nodes.values(), pins_of, Instant::now());
+        let shifted = measure::demand::shares_moved(&metrics.ingress_rates, rates, 0.1);
+        let mut remeasured = take_metrics(&mut metrics, &gathered);
+        if shifted || (remeasured && *rates != metrics.ingress_rates) {
+            metrics.ingress_rates = rates.clone();
+            remeasured = true;
+        }
         // Held weights are looked at again every poll until their hold-down ends.
-        if take_metrics(&mut metrics, &gathered) || compiler.has_held() {
+        if remeasured || compiler.has_held() {
             match compiler.update(&metrics, generation + 1, now_ms()) {
                 Ok(nodes) => {
                     changed |= !nodes.is_empty();

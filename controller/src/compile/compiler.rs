@@ -238,7 +238,8 @@ impl Compiler {
                 .filter(|(_, svc)| {
                     svc.instances.iter().any(|i| {
                         metrics.instances.get(&i.name) != self.metrics.instances.get(&i.name)
-                    })
+                    }) || metrics.ingress_rates.get(&svc.name)
+                        != self.metrics.ingress_rates.get(&svc.name)
                 })
                 .map(|(s, _)| s)
                 .collect()
@@ -410,8 +411,17 @@ fn select_for(
             }),
         }
     }
-    // This service's demand, shared evenly among the ingresses that serve it.
-    let demand: f64 = candidates.iter().map(|c| c.request_rate).sum::<f64>() / ingresses as f64;
+    // This service's demand (what its instances receive), this ingress's share of it by its
+    // headend's packet counters, or an even share before any was counted.
+    let total: f64 = candidates.iter().map(|c| c.request_rate).sum();
+    let ingress = &intent.topology.nodes[st.ingress as usize].name;
+    let counted = metrics.ingress_rates.get(&svc.name);
+    let all: f64 = counted.map_or(0.0, |r| r.values().sum());
+    let share = match counted.and_then(|r| r.get(ingress)) {
+        Some(mine) if all > 0.0 => mine / all,
+        _ => 1.0 / ingresses as f64,
+    };
+    let demand = total * share;
     let selection = Policy {
         objective: policy.objective,
         max_network_ms: policy.constraints.max_latency_ms,

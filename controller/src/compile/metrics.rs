@@ -15,6 +15,9 @@ pub struct Metrics {
     pub links: BTreeMap<usize, LinkMetric>,
     /// Per instance, by instance name.
     pub instances: BTreeMap<String, InstanceMetric>,
+    /// Per service, per ingress: the packets/s its headend steers. Only the shares matter:
+    /// they split the demand the instances report among the ingresses (evenly without them).
+    pub ingress_rates: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 /// What probing one link measured (both directions folded together).

@@ -293,3 +293,38 @@ fn a_baseline_selector_replaces_the_choice_and_nothing_else() {
     assert_eq!(cats_gw, base_gw);
     assert_eq!(cats.nodes["edge1"], baseline.nodes["edge1"]);
 }
+
+#[test]
+fn each_ingress_plans_its_own_share_of_the_demand() {
+    let mut intent = example();
+    let mut gw2 = intent.node("gw").unwrap().clone();
+    gw2.name = "gw2".into();
+    gw2.index = 7;
+    gw2.prefixes = vec!["fd00:11::/64".parse().unwrap()];
+    intent.topology.nodes.push(gw2);
+    intent.topology.links.push(Link {
+        a: "gw2".into(),
+        b: "core".into(),
+        latency_ms: 1.0,
+        a_interface: "core".into(),
+        b_interface: "gw2".into(),
+    });
+    let mut metrics = Metrics::default();
+    for name in ["edge1-a", "edge2-a"] {
+        let m = InstanceMetric { request_rate: 50.0, ..Default::default() };
+        metrics.instances.insert(name.into(), m);
+    }
+    let planned = |c: &Compiled, ingress: &str| -> f64 {
+        let sd = c.decisions.iter().find(|d| d.ingress == ingress).unwrap();
+        sd.decisions.iter().map(|d| d.planned_rps).sum()
+    };
+    // No counters yet: 100 req/s shared evenly, planned with 25 % headroom.
+    let even = compile(&intent, &metrics, 1).unwrap();
+    assert!((planned(&even, "gw") - 62.5).abs() < 1e-6, "{:?}", even.decisions);
+    // The headends counted 90 % of the packets at gw.
+    let rates = BTreeMap::from([("gw".to_string(), 900.0), ("gw2".to_string(), 100.0)]);
+    metrics.ingress_rates.insert("plate-recognition".into(), rates);
+    let counted = compile(&intent, &metrics, 2).unwrap();
+    assert!((planned(&counted, "gw") - 112.5).abs() < 1e-6);
+    assert!((planned(&counted, "gw2") - 12.5).abs() < 1e-6);
+}

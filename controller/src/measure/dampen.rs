@@ -60,12 +60,12 @@ mod tests {
                 .iter()
                 .map(|(k, ms)| (*k, LinkMetric { one_way_ms: *ms, ..Default::default() }))
                 .collect(),
-            instances: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
     fn instance(m: InstanceMetric) -> Metrics {
-        Metrics { links: BTreeMap::new(), instances: BTreeMap::from([("a".to_string(), m)]) }
+        Metrics { instances: BTreeMap::from([("a".to_string(), m)]), ..Default::default() }
     }
 
     fn util(u: f64) -> InstanceMetric {

@@ -103,8 +103,12 @@ impl Gatherer {
             Some(dir) => metrics_files::read_reports(dir),
             None => Vec::new(),
         };
-        let metrics =
-            Metrics { links: link_metrics(&links), instances: metrics_files::fresh(&instances) };
+        let metrics = Metrics {
+            links: link_metrics(&links),
+            instances: metrics_files::fresh(&instances),
+            // The daemon adds the headends' demand shares (measure::demand).
+            ingress_rates: Default::default(),
+        };
         Gathered { metrics, report: MetricsReport { links, instances } }
     }
 }

@@ -1,0 +1,110 @@
+//! Where a service's demand enters: the packets each headend steered for it, read from the
+//! headend's per-service counters (pinned per-CPU maps) and turned into rates.
+//!
+//! Instances report the requests they receive, but not which ingress they came through; the
+//! headends' counters give each ingress's share, so the compiler plans each ingress for its
+//! own part of the demand rather than an even split.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use crate::{dataplane::stats::PinnedCounters, state::NodeState};
+
+/// A rate is taken over at least this long, so one poll's jitter does not swing it.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// Reads the headends' service counters and keeps the last rates.
+#[derive(Default)]
+pub struct DemandMeter {
+    counters: BTreeMap<String, PinnedCounters>,
+    /// Per (ingress, service): when and what the counter was at the start of the window.
+    start: BTreeMap<(String, String), (Instant, u64)>,
+    /// Per service, per ingress: packets/s over the last full window.
+    rates: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl DemandMeter {
+    /// Reads the counters of every headend in `nodes` (pins from `pins_of`) and returns the
+    /// rates of the last full window. Headends whose maps are not there yet are skipped.
+    pub fn read<'n>(
+        &mut self,
+        nodes: impl IntoIterator<Item = &'n NodeState>,
+        pins_of: impl Fn(&str) -> PathBuf,
+        now: Instant,
+    ) -> &BTreeMap<String, BTreeMap<String, f64>> {
+        for node in nodes {
+            let Some(headend) = &node.headend else { continue };
+            if !self.counters.contains_key(&node.node) {
+                match PinnedCounters::open(&pins_of(&node.node)) {
+                    Ok(c) => {
+                        self.counters.insert(node.node.clone(), c);
+                    }
+                    Err(_) => continue, // the agent has not written its maps yet
+                }
+            }
+            let counters = &self.counters[&node.node];
+            for svc in &headend.services {
+                let Ok(counter) = counters.service_counter(svc.slot) else { continue };
+                let key = (node.node.clone(), svc.name.clone());
+                let (since, before) =
+                    *self.start.entry(key.clone()).or_insert((now, counter.packets));
+                let elapsed = now.saturating_duration_since(since);
+                if elapsed >= WINDOW {
+                    let rate =
+                        counter.packets.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+                    self.rates.entry(svc.name.clone()).or_default().insert(node.node.clone(), rate);
+                    self.start.insert(key, (now, counter.packets));
+                }
+            }
+        }
+        &self.rates
+    }
+}
+
+/// Whether the ingresses' shares of some service moved by at least `min_change` (absolute,
+/// as a fraction of the service's packets): a shift worth re-planning.
+pub fn shares_moved(
+    old: &BTreeMap<String, BTreeMap<String, f64>>,
+    new: &BTreeMap<String, BTreeMap<String, f64>>,
+    min_change: f64,
+) -> bool {
+    let share = |m: &BTreeMap<String, BTreeMap<String, f64>>, svc: &str, ingress: &str| {
+        let Some(rates) = m.get(svc) else { return None };
+        let total: f64 = rates.values().sum();
+        (total > 0.0).then(|| rates.get(ingress).copied().unwrap_or(0.0) / total)
+    };
+    let keys = old.iter().chain(new).flat_map(|(s, r)| r.keys().map(move |i| (s, i)));
+    keys.into_iter().any(|(svc, ingress)| {
+        match (share(old, svc, ingress), share(new, svc, ingress)) {
+            (Some(a), Some(b)) => (a - b).abs() >= min_change,
+            (a, b) => a.is_some() != b.is_some(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates(entries: &[(&str, &str, f64)]) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let mut m: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for (svc, ingress, r) in entries {
+            m.entry(svc.to_string()).or_default().insert(ingress.to_string(), *r);
+        }
+        m
+    }
+
+    #[test]
+    fn only_a_real_shift_between_ingresses_counts() {
+        let before = rates(&[("s", "gw1", 30.0), ("s", "gw2", 10.0)]);
+        // Twice the traffic, same shares: the instances' request rates already say so.
+        assert!(!shares_moved(&before, &rates(&[("s", "gw1", 60.0), ("s", "gw2", 20.0)]), 0.1));
+        // 75/25 to 50/50.
+        assert!(shares_moved(&before, &rates(&[("s", "gw1", 20.0), ("s", "gw2", 20.0)]), 0.1));
+        // First traffic seen.
+        assert!(shares_moved(&BTreeMap::new(), &before, 0.1));
+    }
+}
