@@ -72,7 +72,7 @@ pub fn shares_moved(
     min_change: f64,
 ) -> bool {
     let share = |m: &BTreeMap<String, BTreeMap<String, f64>>, svc: &str, ingress: &str| {
-        let Some(rates) = m.get(svc) else { return None };
+        let rates = m.get(svc)?;
         let total: f64 = rates.values().sum();
         (total > 0.0).then(|| rates.get(ingress).copied().unwrap_or(0.0) / total)
     };
