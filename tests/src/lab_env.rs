@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cats_controller::{
+    compile::Selector,
     dataplane::{program::ensure_bpffs, stats::PinnedCounters},
     intent::{self, Intent},
     netns, paths,
@@ -47,7 +48,14 @@ impl LabEnv {
     }
 
     pub fn start_daemon(&mut self) -> Result<()> {
-        let config = daemon_config(self.lab(), &self.intent_dir, &self.bpffs, &self.run_dir);
+        self.start_daemon_with(Selector::Cats)
+    }
+
+    /// Starts the daemon with `selector` choosing the instances instead of cats' own (a
+    /// baseline, for comparisons on the same dataplane), and waits until every node applied.
+    pub fn start_daemon_with(&mut self, selector: Selector) -> Result<()> {
+        let mut config = daemon_config(self.lab(), &self.intent_dir, &self.bpffs, &self.run_dir);
+        config.selector = selector;
         let daemon = Daemon::start(config)?;
         daemon.wait_applied(Duration::from_secs(30))?;
         self.daemon = Some(daemon);
@@ -183,6 +191,16 @@ impl Default for LabOptions {
 impl LabEnv {
     /// Like [`LabEnv::start`], with the delay relays and the emulated instances optional.
     pub fn start_with(edit: impl FnOnce(&Path) -> Result<()>, options: LabOptions) -> Result<Self> {
+        Self::start_with_selector(edit, options, Selector::Cats)
+    }
+
+    /// Like [`LabEnv::start_with`], with `selector` choosing the instances (cats' own or a
+    /// baseline). A later [`LabEnv::start_daemon`] goes back to cats' own.
+    pub fn start_with_selector(
+        edit: impl FnOnce(&Path) -> Result<()>,
+        options: LabOptions,
+        selector: Selector,
+    ) -> Result<Self> {
         let prefix = unique_name("lab");
         let run_dir = std::env::temp_dir().join(format!("cats-test-{prefix}"));
         let intent_dir = run_dir.join("intent");
@@ -204,7 +222,7 @@ impl LabEnv {
             std::fs::create_dir_all(env.run_dir.join("metrics"))?;
         }
         env.lab = Some(lab);
-        env.start_daemon()?;
+        env.start_daemon_with(selector)?;
         Ok(env)
     }
 }
