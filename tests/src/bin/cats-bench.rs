@@ -28,6 +28,10 @@
 //! `--steering` instead runs the steering-quality simulation: instance-selection policies,
 //! the controller's own selector among them, compared by request completion time over a
 //! generated topology (see `bench/steering.rs`). It needs neither root nor namespaces.
+//!
+//! `--propagation` instead times a metric change on its way into a node's maps: an instance
+//! report in the example lab until the gateway's pinned Maglev table has changed, per daemon
+//! poll setting (see `bench/propagation.rs`).
 
 #[path = "../bench/cases.rs"]
 mod cases;
@@ -35,6 +39,8 @@ mod cases;
 mod compile_scale;
 #[path = "../bench/endpoint.rs"]
 mod endpoint;
+#[path = "../bench/propagation.rs"]
+mod propagation;
 #[path = "../bench/steering.rs"]
 mod steering;
 #[path = "../bench/system.rs"]
@@ -54,6 +60,7 @@ const USAGE: &str = "\
 usage: cats-bench [--repeat N] [--calls N] [--rounds N]
        cats-bench --throughput
        cats-bench --compile
+       cats-bench --propagation
        cats-bench --steering [--seed N] [--requests N] [--period-ms LIST] [--load LIST] [--what-if]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
@@ -66,6 +73,9 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
                the kernel's seg6/seg6local there, as ratios (about 40 s)
   --compile    instead: the controller's compile time for 100, 1,000 and 10,000 nodes,
                from scratch and after one metric change (no root needed)
+  --propagation instead: in the example lab, the time from an instance's report (edge1-a
+               busy, then idle again) to the new entries in gw's pinned Maglev table, with
+               the daemon polling every 200 ms (the lab's) and every 50 ms (about 90 s)
   --steering   instead: the steering-quality simulation (no root needed, a few seconds):
                mean and p99 request completion time per instance-selection policy, cats'
                selector among them; `cats-bench --steering --help` for its options
@@ -169,6 +179,15 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.iter().any(|a| a == "--steering") {
         return steering_main(argv);
+    }
+    if argv.iter().any(|a| a == "--propagation") {
+        return match propagation::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cats-bench --propagation: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if argv.iter().any(|a| a == "--compile") {
         return match compile_scale::run(&[100, 1_000, 10_000], 3) {
