@@ -56,8 +56,9 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Bootstrap and build, then run target/release/cats-bench with these arguments (as root),
-    /// then the steering-quality simulation (`cats-bench --steering`, no root needed) unless
-    /// the arguments already ask for it.
+    /// then the steering-quality simulation (`cats-bench --steering`, no root needed) and, as
+    /// root, the metric-to-map propagation in the lab (`cats-bench --propagation`), unless
+    /// the arguments already ask for one of them.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -111,10 +112,17 @@ fn run(cli: Cli) -> Result<()> {
             let bench = release_bin(&root, "cats-bench");
             foreground::run(Command::new(&bench).args(&args))?;
             let asked = |flag: &str| args.iter().any(|a| a == flag);
-            if asked("--steering") || asked("--help") || asked("-h") {
+            if asked("--steering") || asked("--propagation") || asked("--help") || asked("-h") {
                 return Ok(());
             }
-            foreground::run(Command::new(&bench).arg("--steering"))
+            foreground::run(Command::new(&bench).arg("--steering"))?;
+            // A metric change on its way into the maps, in the lab: needs root.
+            if bootstrap::is_root() {
+                foreground::run(Command::new(&bench).arg("--propagation"))
+            } else {
+                eprintln!("xtask: not root: skipping `cats-bench --propagation` (it runs a lab)");
+                Ok(())
+            }
         }
         Task::FmtCheck => cmd::run(&mut cargo(["fmt", "--all", "--check"])),
         Task::Lint => {
