@@ -32,6 +32,10 @@
 //! `--propagation` instead times a metric change on its way into a node's maps: an instance
 //! report in the example lab until the gateway's pinned Maglev table has changed, per daemon
 //! poll setting (see `bench/propagation.rs`).
+//!
+//! `--steering-lab` instead runs the comparison of `--steering` for real: the example lab
+//! with a fresh daemon per selector (cats' and the baselines) and load, cameras sending at 50,
+//! 80 and 95 % of the instances' capacity (see `bench/steering_lab.rs`).
 
 #[path = "../bench/cases.rs"]
 mod cases;
@@ -43,6 +47,8 @@ mod endpoint;
 mod propagation;
 #[path = "../bench/steering.rs"]
 mod steering;
+#[path = "../bench/steering_lab.rs"]
+mod steering_lab;
 #[path = "../bench/system.rs"]
 mod system;
 #[path = "../bench/throughput.rs"]
@@ -62,6 +68,8 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
        cats-bench --compile
        cats-bench --propagation
        cats-bench --steering [--seed N] [--requests N] [--period-ms LIST] [--load LIST] [--what-if]
+       cats-bench --steering-lab [--requests N] [--load LIST] [--warmup-s N] [--selector LIST]
+                                 [--verbose]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
                (default 1000000)
@@ -79,6 +87,8 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
   --steering   instead: the steering-quality simulation (no root needed, a few seconds):
                mean and p99 request completion time per instance-selection policy, cats'
                selector among them; `cats-bench --steering --help` for its options
+  --steering-lab instead: the same comparison run for real in the emulated lab, a fresh lab
+               per selector and load (a few minutes); `cats-bench --steering-lab --help`
 
 Must run as root (except --steering): it creates (and removes) its own network namespaces.";
 
@@ -175,8 +185,31 @@ fn steering_main(argv: Vec<String>) -> ExitCode {
     }
 }
 
+/// `--steering-lab` anywhere: the comparison in the lab, with the other arguments as its options.
+fn steering_lab_main(argv: Vec<String>) -> ExitCode {
+    let args = argv.into_iter().filter(|a| a != "--steering-lab");
+    let options = match steering_lab::Options::parse(args) {
+        Ok(Some(options)) => options,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cats-bench --steering-lab: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match steering_lab::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cats-bench --steering-lab: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.iter().any(|a| a == "--steering-lab") {
+        return steering_lab_main(argv);
+    }
     if argv.iter().any(|a| a == "--steering") {
         return steering_main(argv);
     }
