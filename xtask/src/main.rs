@@ -57,8 +57,9 @@ enum Task {
     },
     /// Bootstrap and build, then run target/release/cats-bench with these arguments (as root),
     /// then the steering-quality simulation (`cats-bench --steering`, no root needed) and, as
-    /// root, the metric-to-map propagation in the lab (`cats-bench --propagation`), unless
-    /// the arguments already ask for one of them.
+    /// root, the metric-to-map propagation in the lab (`cats-bench --propagation`) and the
+    /// steering comparison in the lab (`cats-bench --steering-lab`, a few minutes), unless the
+    /// arguments already ask for one of them.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -112,15 +113,21 @@ fn run(cli: Cli) -> Result<()> {
             let bench = release_bin(&root, "cats-bench");
             foreground::run(Command::new(&bench).args(&args))?;
             let asked = |flag: &str| args.iter().any(|a| a == flag);
-            if asked("--steering") || asked("--propagation") || asked("--help") || asked("-h") {
+            let modes = ["--steering", "--propagation", "--steering-lab", "--help", "-h"];
+            if modes.into_iter().any(asked) {
                 return Ok(());
             }
             foreground::run(Command::new(&bench).arg("--steering"))?;
             // A metric change on its way into the maps, in the lab: needs root.
             if bootstrap::is_root() {
-                foreground::run(Command::new(&bench).arg("--propagation"))
+                foreground::run(Command::new(&bench).arg("--propagation"))?;
+                // The steering comparison for real, a fresh lab per selector and load.
+                foreground::run(Command::new(&bench).arg("--steering-lab"))
             } else {
-                eprintln!("xtask: not root: skipping `cats-bench --propagation` (it runs a lab)");
+                eprintln!(
+                    "xtask: not root: skipping `cats-bench --propagation` and \
+                     `cats-bench --steering-lab` (they run labs)"
+                );
                 Ok(())
             }
         }
