@@ -77,7 +77,7 @@ const REQUEST_COST_TOPS: f64 = 0.1;
 /// Requests per flow (UDP socket): short flows, so the weights apply to new requests quickly.
 const REQUESTS_PER_FLOW: u32 = 5;
 /// A request without a reply after this long is lost.
-const TIMEOUT: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_secs(3);
 /// The ingress the cameras sit behind, and the cameras' names and targets (IPv6 and IPv4).
 const INGRESS: &str = "gw";
 const CAMERAS: [(&str, &str); 2] =
