@@ -27,7 +27,8 @@
 //! capacity ledger (`planned_elsewhere_rps`), so they never all count on the same spare
 //! capacity. Every instance whose idle tail is below the level gets traffic, the big idle
 //! ones most; a far instance joins only when the near ones would queue. Planning for
-//! `HEADROOM` more than measured keeps a burst from overfilling the near ones. When λ is
+//! `HEADROOM` more than measured (at most half the capacity left) keeps a burst from
+//! overfilling the near ones. When λ is
 //! unknown (no measurement yet), every candidate whose current prediction
 //! `d + service time at current load` is within `(1 + slack)` of the best shares the flows in
 //! proportion to its spare capacity `tops × (1 − utilisation)`. That is also the rule of
@@ -234,7 +235,7 @@ pub fn decide(
     let was_in = |name: &str| previous.is_some() && had_flows(name);
     match policy.objective {
         Objective::MinCompletionTime if policy.demand_rps > 0.0 => {
-            water_fill(&mut decisions, &figs, policy.demand_rps * (1.0 + HEADROOM));
+            water_fill(&mut decisions, &figs, policy.demand_rps);
         }
         Objective::MinCompletionTime | Objective::MinLatency => {
             let latency_only = policy.objective == Objective::MinLatency;
@@ -324,7 +325,7 @@ fn to_weight(fraction: f64) -> u32 {
 }
 
 /// Levels the predicted 99th percentile across the candidates still in, for `demand` req/s.
-fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
+fn water_fill(decisions: &mut [Decision], figs: &[Figures], measured: f64) {
     let live: Vec<usize> = (0..decisions.len())
         .filter(|&i| decisions[i].excluded.is_none() && figs[i].residual_rps > 0.0)
         .collect();
@@ -340,6 +341,13 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
         (figs[i].residual_rps - tail / (level - d)).max(0.0)
     };
     let capacity: f64 = live.iter().map(|&i| figs[i].residual_rps).sum();
+    // Headroom for bursts, but never more than half the capacity left: near saturation the
+    // plan must still say where the spare capacity is, not split by capacity alone.
+    let demand = if measured >= capacity {
+        measured
+    } else {
+        (measured * (1.0 + HEADROOM)).min(measured + 0.5 * (capacity - measured))
+    };
     let rates: Vec<(usize, f64)> = if demand >= capacity * 0.999 {
         // Overloaded: every candidate runs flat out; share by what each can take.
         live.iter().map(|&i| (i, figs[i].residual_rps * 0.999)).collect()
@@ -366,7 +374,8 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], demand: f64) {
     for (i, rate) in rates {
         let d = &mut decisions[i];
         // A saturated instance has no steady state; it is shown at 20 × its idle time.
-        let left = (figs[i].residual_rps - rate).max(figs[i].residual_rps * 0.05);
+        let residual = figs[i].residual_rps;
+        let left = if rate < residual * 0.99 { residual - rate } else { residual * 0.05 };
         d.planned_rps = rate;
         let fixed = d.network_ms + figs[i].backlog_ms;
         d.predicted_ms = fixed + 1000.0 / left;

@@ -186,3 +186,18 @@ fn an_instance_without_flows_must_keep_the_margin_after_taking_the_demand() {
     cs[0].utilization = 0.1;
     assert!(weight(&decide(&cs, &p, Some(&later)), "e1") > 0);
 }
+
+#[test]
+fn near_saturation_the_plan_still_levels_tails_instead_of_splitting_by_capacity() {
+    // Edges of 40 req/s and a cloud of 1000 (requestCost 0.1), 864 req/s measured: 80 % of
+    // the capacity. Planning 25 % more would reach the capacity and split 4:4:100.
+    let cs = [c("e1", 3.0, 4.0, 0.0), c("e2", 3.0, 4.0, 0.0), c("cloud", 16.0, 100.0, 0.0)]
+        .map(|c| Candidate { request_cost: 0.1, ..c });
+    let p = Policy { demand_rps: 864.0, ..policy() };
+    let ds = decide(&cs, &p, None);
+    let total: f64 = ds.iter().map(|d| d.planned_rps).sum();
+    assert!((total - 972.0).abs() < 1e-6, "halfway to the capacity: {total}");
+    assert!(weight(&ds, "e1") < 15, "the edges stay well below their capacity: {ds:?}");
+    let tails: Vec<f64> = ds.iter().map(|d| d.predicted_p99_ms).collect();
+    assert!((tails[0] - tails[2]).abs() < 0.01, "levelled: {tails:?}");
+}
