@@ -38,8 +38,8 @@
 //! **Hysteresis (CATS R9: metrics must not make routes oscillate).** Against the previous
 //! decisions of the same ingress: an instance that had flows keeps its place in the slack set
 //! until it is `hysteresis` beyond the bound, and when the set of instances with flows is the
-//! same and no weight would move by more than `hysteresis × WEIGHT_SCALE`, the previous weights
-//! stay (marked `held`). Hard constraints always apply at once.
+//! same and no instance's weight would move by more than `hysteresis` of itself (or 1 % of
+//! the scale), the previous weights stay (marked `held`). Hard constraints always apply at once.
 //!
 //! **Scores (draft-ietf-cats-metric-definition L1/L2).** Each candidate also gets an L1 network
 //! score (round trip plus two jitters, scaled by delivery ratio) and an L1 compute score
@@ -392,7 +392,7 @@ fn water_fill(decisions: &mut [Decision], figs: &[Figures], measured: f64) {
 }
 
 /// Keeps the previous weights when the same instances have flows and no weight moves by more
-/// than the hysteresis.
+/// than the hysteresis (a fraction of that instance's weight).
 fn hold(decisions: &mut [Decision], previous: &[Decision], hysteresis: f64) {
     let before = |name: &str| previous.iter().find(|p| p.instance == name).map(|p| p.weight);
     let same_members = decisions.len() == previous.len()
@@ -400,10 +400,12 @@ fn hold(decisions: &mut [Decision], previous: &[Decision], hysteresis: f64) {
     if !same_members {
         return;
     }
-    let limit = hysteresis * f64::from(WEIGHT_SCALE);
+    // Relative to each instance's own weight: 38 -> 3 is a tenfold change for a small
+    // instance though only 3.5 % of the total. Moves of at most 1 % of the scale are noise.
     let small = decisions.iter().all(|d| {
-        let w = before(&d.instance).unwrap_or(0);
-        (f64::from(d.weight) - f64::from(w)).abs() <= limit
+        let (old, new) = (f64::from(before(&d.instance).unwrap_or(0)), f64::from(d.weight));
+        let limit = (hysteresis * old.max(new)).max(0.01 * f64::from(WEIGHT_SCALE));
+        (new - old).abs() <= limit
     });
     if small {
         for d in decisions.iter_mut() {
