@@ -146,7 +146,8 @@ pub async fn run(
                 intent::load_dir(&config.intent_dir).map_err(|e| e.to_string()).and_then(|new| {
                     let mut c = Compiler::new(new.clone(), generation + 1)
                         .map_err(|e| e.to_string())?
-                        .with_selector(config.selector);
+                        .with_selector(config.selector)
+                        .with_slots_of(&compiler);
                     c.update(&metrics, generation + 1, now_ms()).map_err(|e| e.to_string())?;
                     Ok((new, c))
                 });

@@ -47,6 +47,50 @@ struct Steering {
     changed_at_ms: Option<u64>,
 }
 
+/// The slots of one headend. A flow pinned in the affinity table names its service and its
+/// instance by slot, so a slot keeps meaning the same service and instance for as long as
+/// both exist, across metric updates and intent changes. New ones take never-used slots
+/// first; a freed slot is reused last, oldest first, when pins to it have long expired.
+#[derive(Clone, Debug, Default)]
+struct Slots {
+    services: Table<u16>,
+    /// By (CS-ID, instance id).
+    instances: Table<(u16, u32)>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Table<K> {
+    assigned: BTreeMap<K, u32>,
+    next: u32,
+    freed: std::collections::VecDeque<u32>,
+}
+
+impl<K: Ord + Clone> Table<K> {
+    fn get(&mut self, key: &K, limit: u32) -> Option<u32> {
+        if let Some(slot) = self.assigned.get(key) {
+            return Some(*slot);
+        }
+        let slot = if self.next < limit {
+            self.next += 1;
+            self.next - 1
+        } else {
+            self.freed.pop_front()?
+        };
+        self.assigned.insert(key.clone(), slot);
+        Some(slot)
+    }
+
+    /// Frees the slots of the keys `keep` says are gone.
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        let gone: Vec<K> = self.assigned.keys().filter(|k| !keep(k)).cloned().collect();
+        for key in gone {
+            if let Some(slot) = self.assigned.remove(&key) {
+                self.freed.push_back(slot);
+            }
+        }
+    }
+}
+
 /// Keeps the intent-derived state and the last selections between metric updates.
 pub struct Compiler {
     intent: Intent,
@@ -59,6 +103,8 @@ pub struct Compiler {
     steering: BTreeMap<(String, u16), Steering>,
     nodes: BTreeMap<String, NodeState>,
     selector: Selector,
+    /// By ingress name.
+    slots: BTreeMap<String, Slots>,
 }
 
 impl Compiler {
@@ -134,7 +180,27 @@ impl Compiler {
             steering,
             nodes,
             selector: Selector::Cats,
+            slots: BTreeMap::new(),
         })
+    }
+
+    /// Keeps the headend slots `previous` assigned, for the services and instances this
+    /// intent still has, so flows pinned before an intent change keep their instance.
+    pub fn with_slots_of(mut self, previous: &Compiler) -> Compiler {
+        self.slots = previous.slots.clone();
+        let intent = &self.intent;
+        let service = |cs: &u16| intent.services.iter().any(|s| s.cs_id == *cs);
+        let instance = |(cs, id): &(u16, u32)| {
+            intent
+                .services
+                .iter()
+                .any(|s| s.cs_id == *cs && s.instances.iter().any(|i| i.id == *id))
+        };
+        for slots in self.slots.values_mut() {
+            slots.services.retain(service);
+            slots.instances.retain(instance);
+        }
+        self
     }
 
     /// Picks instances with `selector` instead of cats' own (for comparisons).
@@ -275,7 +341,10 @@ impl Compiler {
         let mut changed = Vec::new();
         for ingress in touched {
             let name = self.intent.topology.nodes[ingress as usize].name.clone();
-            let headend = self.headend(ingress)?;
+            let mut slots = self.slots.remove(&name).unwrap_or_default();
+            let headend = self.headend(ingress, &mut slots);
+            self.slots.insert(name.clone(), slots);
+            let headend = headend?;
             let state = self.nodes.get_mut(&name).expect("every node has a state");
             if state.headend.as_ref() != Some(&headend) {
                 state.headend = Some(headend);
@@ -287,8 +356,10 @@ impl Compiler {
     }
 
     /// Assembles the headend of `ingress` from its steerings: services in CS-ID order,
-    /// instances in intent order, slots in that order.
-    fn headend(&self, ingress: NodeId) -> Result<HeadendState, CompileError> {
+    /// instances in intent order, each in its stable slot (see [`Slots`]). Every instance is
+    /// there, so flows pinned to one keep reaching it; one without a path meeting the
+    /// constraints gets weight 0 and just its compute SID, which the underlay routes.
+    fn headend(&self, ingress: NodeId, slots: &mut Slots) -> Result<HeadendState, CompileError> {
         let topo = &self.intent.topology;
         let node = &topo.nodes[ingress as usize];
         let mut state = HeadendState {
@@ -297,18 +368,25 @@ impl Compiler {
             services: Vec::new(),
             instances: Vec::new(),
         };
-        let mine = self.steering.iter().filter(|((n, _), _)| n == &node.name);
-        for (slot, (_, st)) in mine.enumerate() {
+        let full = |count: usize| CompileError::TooManyInstances { node: node.name.clone(), count };
+        for ((_, cs_id), st) in self.steering.iter().filter(|((n, _), _)| n == &node.name) {
             let svc = &self.intent.services[st.service];
             let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
             let mut weights = Vec::new();
-            for (inst, route) in svc.instances.iter().zip(&st.routes) {
-                let Some(route) = route.as_ref().filter(|r| steer::fits(&r.segments)) else {
-                    continue;
-                };
+            for (k, inst) in svc.instances.iter().enumerate() {
+                let route = st.routes.get(k).and_then(Option::as_ref);
                 let weight =
                     st.decisions.iter().find(|d| d.instance == inst.name).map_or(0, |d| d.weight);
-                let slot = state.instances.len() as u32;
+                let segments = match route.filter(|r| steer::fits(&r.segments)) {
+                    Some(route) => route.sids.clone(),
+                    None => {
+                        let egress = self.intent.node(&inst.node).expect("validated: node");
+                        vec![addr::compute_sid(topo, egress.index, false, svc.cs_id, inst.id)]
+                    }
+                };
+                let count = state.instances.len() + 1;
+                let slot =
+                    slots.instances.get(&(*cs_id, inst.id), MAX_INSTANCES).ok_or(full(count))?;
                 weights.push(InstanceWeight { slot, weight });
                 state.instances.push(InstanceState {
                     name: inst.name.clone(),
@@ -316,12 +394,17 @@ impl Compiler {
                     service: svc.name.clone(),
                     cs_id: svc.cs_id,
                     instance_id: inst.id,
-                    segments: route.sids.clone(),
+                    segments,
                 });
             }
+            let count = state.services.len() + 1;
+            let slot = slots
+                .services
+                .get(cs_id, MAX_SERVICES)
+                .ok_or(CompileError::TooManyServices { node: node.name.clone(), count })?;
             state.services.push(ServiceState {
                 name: svc.name.clone(),
-                slot: slot as u32,
+                slot,
                 cs_id: svc.cs_id,
                 matches: matches(svc),
                 flow: policy.affinity.flow,
@@ -329,12 +412,7 @@ impl Compiler {
                 weights,
             });
         }
-        if state.instances.len() > MAX_INSTANCES as usize {
-            return Err(CompileError::TooManyInstances {
-                node: node.name.clone(),
-                count: state.instances.len(),
-            });
-        }
+        state.instances.sort_by_key(|i| i.slot);
         Ok(state)
     }
 }
@@ -349,8 +427,9 @@ struct Round<'m> {
     selector: Selector,
 }
 
-/// Routes (when missing), candidates, and selection with hysteresis and hold-down. `ledger` holds what the ingresses of the service
-/// planned before this one send to each instance; this one's plan is added to it.
+/// Routes (when missing), candidates, and selection with hysteresis and hold-down. `ledger`
+/// holds what the ingresses of the service planned before this one send to each instance;
+/// this one's plan is added to it.
 fn select_for(
     te: &mut TeView,
     underlays: &mut Underlays<'_>,

@@ -328,3 +328,40 @@ fn each_ingress_plans_its_own_share_of_the_demand() {
     assert!((planned(&counted, "gw") - 112.5).abs() < 1e-6);
     assert!((planned(&counted, "gw2") - 12.5).abs() < 1e-6);
 }
+
+fn slot_of(c: &Compiler, instance: &str) -> u32 {
+    let he = c.nodes()["gw"].headend.as_ref().unwrap();
+    he.instances.iter().find(|i| i.name == instance).unwrap().slot
+}
+
+#[test]
+fn slots_outlive_intent_changes_so_pinned_flows_keep_their_instance() {
+    let mut old = Compiler::new(example(), 1).unwrap();
+    old.update(&Metrics::default(), 1, 0).unwrap();
+    assert_eq!(
+        ["edge1-a", "edge2-a", "cloud-a"].map(|i| slot_of(&old, i)),
+        [0, 1, 2],
+        "first come, first numbered"
+    );
+    // edge1-a goes away and edge1-b arrives: the others keep their slots, and the newcomer
+    // does not take edge1-a's, which flows may still be pinned to.
+    let mut intent = example();
+    let mut b = intent.services[0].instances.remove(0);
+    b.name = "edge1-b".into();
+    b.id = 4;
+    intent.services[0].instances.push(b);
+    let mut new = Compiler::new(intent, 2).unwrap().with_slots_of(&old);
+    new.update(&Metrics::default(), 2, 0).unwrap();
+    assert_eq!(["edge2-a", "cloud-a", "edge1-b"].map(|i| slot_of(&new, i)), [1, 2, 3]);
+    let he = new.nodes()["gw"].headend.as_ref().unwrap();
+    assert_eq!(he.services[0].slot, 0);
+}
+
+#[test]
+fn an_instance_without_a_path_keeps_its_slot_and_its_compute_sid() {
+    let mut intent = with_second_core();
+    intent.policies[0].constraints.avoid_nodes = vec!["core".into()];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    assert_eq!(weight_of(&c, "edge1-a"), 0);
+    assert_eq!(segments_of(&c, "edge1-a"), ["fc00:0:3:4001::1"], "pinned flows still get there");
+}
