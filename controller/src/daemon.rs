@@ -176,8 +176,8 @@ pub async fn run(
             metrics.ingress_rates = rates.clone();
             remeasured = true;
         }
-        // Held weights are looked at again every poll until their hold-down ends.
-        if remeasured || compiler.has_held() {
+        // Weights a hold-down held back are looked at again once it ends.
+        if remeasured || compiler.has_held(now_ms()) {
             match compiler.update(&metrics, generation + 1, now_ms()) {
                 Ok(nodes) => {
                     changed |= !nodes.is_empty();

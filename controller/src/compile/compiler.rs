@@ -45,6 +45,8 @@ struct Steering {
     decisions: Vec<Decision>,
     /// When the weights last changed (`now_ms` of [`Compiler::update`]).
     changed_at_ms: Option<u64>,
+    /// Weights held back by the hold-down: when to look again without a metric change.
+    revisit_at_ms: Option<u64>,
 }
 
 /// The slots of one headend. A flow pinned in the affinity table names its service and its
@@ -162,6 +164,7 @@ impl Compiler {
                         routes: Vec::new(),
                         decisions: Vec::new(),
                         changed_at_ms: None,
+                        revisit_at_ms: None,
                     },
                 );
             }
@@ -272,10 +275,11 @@ impl Compiler {
         false
     }
 
-    /// Whether some weights are held back by hysteresis or hold-down: the caller should
-    /// call [`Compiler::update`] again later even if no metric changes.
-    pub fn has_held(&self) -> bool {
-        self.steering.values().any(|st| st.decisions.iter().any(|d| d.held))
+    /// Whether some weights were held back by a hold-down that is over at `now_ms`: the
+    /// caller should call [`Compiler::update`] then even if no metric changed. (Weights held
+    /// by hysteresis stay until a metric moves.)
+    pub fn has_held(&self, now_ms: u64) -> bool {
+        self.steering.values().any(|st| st.revisit_at_ms.is_some_and(|at| now_ms >= at))
     }
 
     pub fn compiled(&self) -> Compiled {
@@ -291,7 +295,8 @@ impl Compiler {
         now_ms: u64,
     ) -> Result<Vec<String>, CompileError> {
         let links_changed = self.te.is_none() || metrics.links != self.metrics.links;
-        let held = self.steering.values().filter(|st| st.decisions.iter().any(|d| d.held));
+        let held =
+            self.steering.values().filter(|st| st.revisit_at_ms.is_some_and(|at| now_ms >= at));
         let held: BTreeSet<usize> = held.map(|st| st.service).collect();
         let mut dirty: BTreeSet<usize> = if links_changed {
             self.te = Some(TeView::new(&self.intent, metrics));
@@ -514,7 +519,7 @@ fn select_for(
     let mut decisions = match selector {
         Selector::Cats => {
             let mut ds = select::decide(&candidates, &selection, previous);
-            hold_down(&mut ds, previous, st.changed_at_ms, policy, now_ms);
+            st.revisit_at_ms = hold_down(&mut ds, previous, st.changed_at_ms, policy, now_ms);
             ds
         }
         other => baseline::decide(other, &candidates),
@@ -553,23 +558,25 @@ fn weights_differ(a: &[Decision], b: &[Decision]) -> bool {
 }
 
 /// Within `holdDownSeconds` of the last change, keeps the previous weights unless an
-/// instance that had flows must lose them (draining is never delayed).
+/// instance that had flows must lose them (draining is never delayed). Returns when the
+/// hold-down ends if it held anything back.
 fn hold_down(
     decisions: &mut [Decision],
     previous: Option<&[Decision]>,
     changed_at_ms: Option<u64>,
     policy: &SteeringPolicy,
     now_ms: u64,
-) {
-    let (Some(previous), Some(at)) = (previous, changed_at_ms) else { return };
-    if now_ms.saturating_sub(at) >= policy.dampening.hold_down_seconds * 1000 {
-        return;
+) -> Option<u64> {
+    let (Some(previous), Some(at)) = (previous, changed_at_ms) else { return None };
+    let until = at + policy.dampening.hold_down_seconds * 1000;
+    if now_ms >= until {
+        return None;
     }
     let before = |name: &str| previous.iter().find(|p| p.instance == name).map(|p| p.weight);
     let drains = decisions.iter().any(|d| d.weight == 0 && before(&d.instance).unwrap_or(0) > 0);
     let same_candidates = decisions.iter().all(|d| before(&d.instance).is_some());
-    if drains || !same_candidates {
-        return;
+    if drains || !same_candidates || !weights_differ(previous, decisions) {
+        return None;
     }
     for d in decisions.iter_mut() {
         let w = before(&d.instance).unwrap_or(0);
@@ -581,4 +588,5 @@ fn hold_down(
             }
         }
     }
+    Some(until)
 }
