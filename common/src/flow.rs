@@ -8,12 +8,18 @@ pub enum FlowDefinition {
     FiveTuple = 0,
     /// Source address only: every flow of a client lands on one instance.
     SourceAddress = 1,
+    /// Source, destination, protocol and the destination port's group
+    /// ([`crate::maps::ServiceEntry::port_group`]; a port in no group is its own group): the
+    /// flows of one client to the ports of one group (RTP audio and video of a call, say) land
+    /// on one instance, whatever their source ports.
+    SourcePortGroup = 2,
 }
 
 impl FlowDefinition {
     pub const fn from_u8(v: u8) -> Self {
         match v {
             1 => FlowDefinition::SourceAddress,
+            2 => FlowDefinition::SourcePortGroup,
             _ => FlowDefinition::FiveTuple,
         }
     }

@@ -73,10 +73,16 @@ pub struct ServiceEntry {
     pub cs_id: u16,
     /// A [`crate::flow::FlowDefinition`] as u8.
     pub flow_definition: u8,
-    pub _pad: u8,
+    /// The destination port's group under [`crate::flow::FlowDefinition::SourcePortGroup`]:
+    /// it stands in for the port in the flow key. 0: the port is in no group (the real port
+    /// is used), and always 0 in an address's `(address, 0, 0)` entry.
+    pub port_group: u8,
     /// A flow pin idle for longer than this is chosen afresh.
     pub affinity_timeout_ns: u64,
 }
+
+// The kernel and the agent share this layout byte for byte.
+const _: () = assert!(core::mem::size_of::<ServiceEntry>() == 16);
 
 /// One instance as seen from this headend: the segment list that reaches it.
 #[repr(C)]

@@ -199,6 +199,7 @@ fn flow(f: FlowDefinition) -> &'static str {
     match f {
         FlowDefinition::FiveTuple => "five-tuple",
         FlowDefinition::SourceAddress => "source-address",
+        FlowDefinition::SourcePortGroup => "source-port-group",
     }
 }
 
@@ -209,10 +210,14 @@ fn service_match(m: &ServiceMatch) -> String {
         17 => "udp".to_string(),
         p => format!("protocol {p}"),
     };
+    let group = match m.port_group {
+        0 => String::new(),
+        g => format!(" group {g}"),
+    };
     if m.port == 0 {
-        format!("{protocol} {}", m.address)
+        format!("{protocol} {}{group}", m.address)
     } else {
-        format!("{protocol} {}", SocketAddr::new(m.address, m.port))
+        format!("{protocol} {}{group}", SocketAddr::new(m.address, m.port))
     }
 }
 
@@ -414,6 +419,7 @@ mod tests {
                         address: "2001:db8::1".parse().unwrap(),
                         protocol: 17,
                         port: 7000,
+                        port_group: 0,
                     }],
                     flow: FlowDefinition::FiveTuple,
                     affinity_timeout_ms: 30_000,
@@ -518,6 +524,7 @@ mod tests {
             address: IpAddr::V4("198.51.100.1".parse().unwrap()),
             protocol: 17,
             port: 7000,
+            port_group: 0,
         });
         svc.weights.pop();
         h.instances[0].segments.insert(0, ip6("fc00:0:2:1::"));

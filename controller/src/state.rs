@@ -120,14 +120,24 @@ pub struct ServiceMatch {
     pub protocol: u8,
     /// 0 matches every port.
     pub port: u16,
+    /// The port's group under [`FlowDefinition::SourcePortGroup`]: ports of one group share a
+    /// flow pin. 0: the port is in no group (it is its own group).
+    #[serde(default)]
+    pub port_group: u8,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowDefinition {
+    /// Source, destination, protocol and both ports.
     #[default]
     FiveTuple,
+    /// Source address only: every flow of a client lands on one instance.
     SourceAddress,
+    /// Source, destination, protocol and the destination port's group
+    /// ([`ServiceMatch::port_group`]): a client's flows to the ports of one group land on one
+    /// instance.
+    SourcePortGroup,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

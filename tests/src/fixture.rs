@@ -36,8 +36,18 @@ pub fn headend(interface: &str, edge: u32, cloud: u32) -> HeadendState {
             slot: 0,
             cs_id: CS_ID,
             matches: vec![
-                ServiceMatch { address: IpAddr::V6(SERVICE6), protocol: 17, port: PORT },
-                ServiceMatch { address: IpAddr::V4(SERVICE4), protocol: 17, port: PORT },
+                ServiceMatch {
+                    address: IpAddr::V6(SERVICE6),
+                    protocol: 17,
+                    port: PORT,
+                    port_group: 0,
+                },
+                ServiceMatch {
+                    address: IpAddr::V4(SERVICE4),
+                    protocol: 17,
+                    port: PORT,
+                    port_group: 0,
+                },
             ],
             flow: FlowDefinition::FiveTuple,
             affinity_timeout_ms: 30_000,

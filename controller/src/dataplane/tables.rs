@@ -36,7 +36,8 @@ pub fn key_addr(addr: IpAddr) -> [u8; 16] {
 }
 
 /// What the service map must hold for `state`: one entry per match, plus the per-address
-/// entry that says "match by port" when an address's services are port-specific.
+/// entry that says "match by port" when an address's services are port-specific. A port's
+/// entry carries its match's port group; an address's `(address, 0, 0)` entry has none (0).
 pub fn service_entries(state: &HeadendState) -> Result<BTreeMap<KeyOrd, ServiceEntry>> {
     let mut out = BTreeMap::new();
     for svc in &state.services {
@@ -53,22 +54,25 @@ pub fn service_entries(state: &HeadendState) -> Result<BTreeMap<KeyOrd, ServiceE
             flow_definition: match svc.flow {
                 FlowDefinition::FiveTuple => WireFlow::FiveTuple as u8,
                 FlowDefinition::SourceAddress => WireFlow::SourceAddress as u8,
+                FlowDefinition::SourcePortGroup => WireFlow::SourcePortGroup as u8,
             },
-            _pad: 0,
+            port_group: 0,
             affinity_timeout_ns: svc.affinity_timeout_ms.saturating_mul(1_000_000),
         };
         for m in &svc.matches {
             let addr = key_addr(m.address);
+            let by_address = m.port == 0 && m.protocol == 0;
+            let port_group = if by_address { 0 } else { m.port_group };
             out.insert(
                 KeyOrd(ServiceKey { addr, port: m.port, proto: m.protocol, _pad: 0 }),
-                entry,
+                ServiceEntry { port_group, ..entry },
             );
-            if m.port != 0 || m.protocol != 0 {
+            if !by_address {
                 let marker = ServiceEntry {
                     slot: BY_PORT,
                     cs_id: 0,
                     flow_definition: 0,
-                    _pad: 0,
+                    port_group: 0,
                     affinity_timeout_ns: 0,
                 };
                 out.entry(KeyOrd(ServiceKey { addr, port: 0, proto: 0, _pad: 0 }))
@@ -246,5 +250,64 @@ impl Dataplane {
             }
         }
         Ok(changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{InstanceWeight, ServiceMatch};
+
+    fn service(flow: FlowDefinition, matches: Vec<ServiceMatch>) -> HeadendState {
+        HeadendState {
+            interfaces: vec!["cams".into()],
+            encap_source: "fc00:0:1::1".parse().unwrap(),
+            services: vec![ServiceState {
+                name: "calls".into(),
+                slot: 3,
+                cs_id: 7,
+                matches,
+                flow,
+                affinity_timeout_ms: 30_000,
+                weights: vec![InstanceWeight { slot: 0, weight: 1 }],
+            }],
+            instances: vec![],
+        }
+    }
+
+    fn key(addr: IpAddr, proto: u8, port: u16) -> KeyOrd {
+        KeyOrd(ServiceKey { addr: key_addr(addr), port, proto, _pad: 0 })
+    }
+
+    #[test]
+    fn port_entries_carry_their_group_and_the_address_entry_none() {
+        let address: IpAddr = "2001:db8::1".parse().unwrap();
+        let m = |port, port_group| ServiceMatch { address, protocol: 17, port, port_group };
+        let state = service(
+            FlowDefinition::SourcePortGroup,
+            vec![m(5004, 1), m(5006, 1), m(5008, 0), m(6000, 2)],
+        );
+        let entries = service_entries(&state).unwrap();
+        assert_eq!(entries.len(), 5);
+        for (port, group) in [(5004, 1), (5006, 1), (5008, 0), (6000, 2)] {
+            let e = entries[&key(address, 17, port)];
+            assert_eq!(
+                (e.slot, e.cs_id, e.flow_definition, e.port_group),
+                (3, 7, WireFlow::SourcePortGroup as u8, group),
+                "port {port}"
+            );
+        }
+        let by_address = entries[&key(address, 0, 0)];
+        assert_eq!((by_address.slot, by_address.port_group), (BY_PORT, 0));
+    }
+
+    #[test]
+    fn an_address_matched_whole_has_no_port_group() {
+        let address: IpAddr = "198.51.100.1".parse().unwrap();
+        // A group on an all-ports match is meaningless: the entry carries none.
+        let m = ServiceMatch { address, protocol: 0, port: 0, port_group: 4 };
+        let entries = service_entries(&service(FlowDefinition::SourcePortGroup, vec![m])).unwrap();
+        let e = entries[&key(address, 0, 0)];
+        assert_eq!((e.slot, e.port_group), (3, 0));
     }
 }
