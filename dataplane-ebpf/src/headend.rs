@@ -22,7 +22,7 @@ pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     // Headend interfaces face outside the SR domain: nothing arriving there may be addressed
     // into the SID block (RFC 8754 5.1).
-    if pkt.family == Family::V6 && domain::in_sid_block(&pkt.dst) {
+    if pkt.family == Family::V6 && domain::in_sid_block(&pkt.dst.bytes()) {
         return Err(DropReason::OutsideDomain);
     }
     let Some((service, ports)) = classify(ctx, &pkt)? else {
@@ -40,7 +40,7 @@ pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
 
     let key = flow_key(&pkt, ports, &service);
-    let hash = flow_hash(&key);
+    let hash = hash_of(&key);
     let instance_slot = pin(&key, hash, &service)?;
     let target = TARGETS.get(instance_slot).ok_or(DropReason::NoSegments)?;
 
@@ -56,7 +56,7 @@ fn classify(
     ctx: &XdpContext,
     pkt: &Packet,
 ) -> Result<Option<(ServiceEntry, Option<Ports>)>, DropReason> {
-    let by_address = ServiceKey { addr: pkt.dst, port: 0, proto: 0, _pad: 0 };
+    let by_address = ServiceKey { addr: pkt.dst.bytes(), port: 0, proto: 0, _pad: 0 };
     // SAFETY: values are plain data the agent replaces whole; a torn read only affects this packet.
     let Some(entry) = (unsafe { SERVICES.get(by_address) }).copied() else {
         return Ok(None);
@@ -83,7 +83,7 @@ fn classify(
             Ok(None)
         };
     };
-    let by_port = ServiceKey { addr: pkt.dst, port: p.dst, proto: pkt.proto, _pad: 0 };
+    let by_port = ServiceKey { addr: pkt.dst.bytes(), port: p.dst, proto: pkt.proto, _pad: 0 };
     // SAFETY: as above.
     Ok(unsafe { SERVICES.get(by_port) }.copied().map(|e| (e, ports)))
 }
@@ -92,7 +92,7 @@ fn classify(
 #[inline(always)]
 fn flow_key(pkt: &Packet, ports: Option<Ports>, service: &ServiceEntry) -> FlowKey {
     let mut key = FlowKey {
-        src: pkt.src,
+        src: pkt.src.bytes(),
         dst: [0; 16],
         sport: 0,
         dport: 0,
@@ -101,7 +101,7 @@ fn flow_key(pkt: &Packet, ports: Option<Ports>, service: &ServiceEntry) -> FlowK
         service_slot: service.slot,
     };
     if FlowDefinition::from_u8(service.flow_definition) == FlowDefinition::FiveTuple {
-        key.dst = pkt.dst;
+        key.dst = pkt.dst.bytes();
         key.proto = pkt.proto;
         if let Some(p) = ports {
             key.sport = p.src;
@@ -109,6 +109,14 @@ fn flow_key(pkt: &Packet, ports: Option<Ports>, service: &ServiceEntry) -> FlowK
         }
     }
     key
+}
+
+/// The flow hash in a function of its own (a BPF-to-BPF call, with its own stack frame):
+/// inlined, its arithmetic over the key's bytes spills enough registers to take the headend
+/// past the 512 bytes of stack a BPF program has.
+#[inline(never)]
+fn hash_of(key: &FlowKey) -> u32 {
+    flow_hash(key)
 }
 
 /// The instance slot of the flow: its live pin, or a fresh pick from the lookup table.

@@ -34,12 +34,47 @@ pub enum Family {
     V6,
 }
 
+/// An IPv6 (or IPv4-mapped) address held as two words. Sixteen separate byte values would
+/// each take a register, and each a stack slot of 8 bytes when spilled across the helper
+/// calls between parsing and building the flow key: 256 of the headend's 512 bytes of stack.
+#[derive(Clone, Copy)]
+pub struct Addr([u64; 2]);
+
+impl Addr {
+    #[inline(always)]
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        let half = |i: usize| {
+            u64::from_ne_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        Addr([half(0), half(8)])
+    }
+
+    /// The address in network order, as the maps store it.
+    #[inline(always)]
+    pub fn bytes(self) -> [u8; 16] {
+        let (hi, lo) = (self.0[0].to_ne_bytes(), self.0[1].to_ne_bytes());
+        [
+            hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7], lo[0], lo[1], lo[2], lo[3],
+            lo[4], lo[5], lo[6], lo[7],
+        ]
+    }
+}
+
 /// What the headend needs from an IP packet before it knows whether it is service traffic.
 pub struct Packet {
     pub family: Family,
     /// Source and destination, IPv4 ones IPv4-mapped.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: Addr,
+    pub dst: Addr,
     /// Transport protocol (IPv6: the first next header).
     pub proto: u8,
     /// Offset of the transport header when it directly follows the IP header and the packet is
@@ -89,8 +124,8 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, DropReason> {
     };
     Ok(Packet {
         family: Family::V6,
-        src: ip.src,
-        dst: ip.dst,
+        src: Addr::from_bytes(ip.src),
+        dst: Addr::from_bytes(ip.dst),
         proto,
         l4_offset,
         hop_limit: ip.hop_limit,
@@ -113,8 +148,8 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, DropReason> {
     };
     Ok(Packet {
         family: Family::V4,
-        src: mapped(ip.src),
-        dst: mapped(ip.dst),
+        src: Addr::from_bytes(mapped(ip.src)),
+        dst: Addr::from_bytes(mapped(ip.dst)),
         proto: ip.proto,
         l4_offset,
         hop_limit: ip.ttl,
