@@ -100,5 +100,13 @@ named_index! {
         EndpointToStack = 11 => "endpoint_to_stack",
         /// PSP removed the SRH at the penultimate segment.
         SrhPopped = 12 => "srh_popped",
+        /// A TCP RST of a five-tuple flow, steered by its pin, deleted that pin: the
+        /// connection is over, its next SYN picks afresh.
+        AffinityReset = 13 => "affinity_reset",
+        /// A flow key was added to the affinity table (a miss whose key was absent; an expired
+        /// pin re-pinned in place does not count). With `affinity_reset` and the table's
+        /// occupancy this gives the LRU's evictions (see the controller's
+        /// `dataplane::affinity::affinity_evictions`).
+        AffinityPinned = 14 => "affinity_pinned",
     }
 }

@@ -1,12 +1,16 @@
 //! The headend decision: is this service traffic, which instance does its flow belong to, and
 //! then encapsulate and forward.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    programs::XdpContext,
+};
 use cats_common::{
     counters::{DropReason, Event},
     flow::{FlowDefinition, FlowEntry, FlowKey, flow_hash},
     maps::{BY_PORT, LOOKUP_TABLE_SIZE, NO_INSTANCE, ServiceEntry, ServiceKey},
-    srh::ETH_HLEN,
+    srh::{ETH_HLEN, IPPROTO_TCP},
 };
 
 use crate::{
@@ -42,6 +46,12 @@ pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
     let key = flow_key(&pkt, ports, &service);
     let hash = hash_of(&key);
     let instance_slot = pin(&key, hash, &service)?;
+    // Deleting after the pick keeps `pin` simple; a RST of a flow without a pin makes one and
+    // deletes it at once, counted by both `affinity_pinned` and `affinity_reset`, so the
+    // eviction count (pinned - reset - occupancy) stays right.
+    if ends_connection(ctx, &pkt, &service) {
+        unpin(&key);
+    }
     let target = TARGETS.get(instance_slot).ok_or(DropReason::NoSegments)?;
 
     packet::decrement_hop_limit(ctx, pkt.family)?;
@@ -100,13 +110,22 @@ fn flow_key(pkt: &Packet, ports: Option<Ports>, service: &ServiceEntry) -> FlowK
         _pad: [0; 3],
         service_slot: service.slot,
     };
-    if FlowDefinition::from_u8(service.flow_definition) == FlowDefinition::FiveTuple {
-        key.dst = pkt.dst.bytes();
-        key.proto = pkt.proto;
-        if let Some(p) = ports {
+    let definition = FlowDefinition::from_u8(service.flow_definition);
+    if definition == FlowDefinition::SourceAddress {
+        return key;
+    }
+    key.dst = pkt.dst.bytes();
+    key.proto = pkt.proto;
+    if let Some(p) = ports {
+        key.dport = p.dst;
+        if definition == FlowDefinition::FiveTuple {
             key.sport = p.src;
-            key.dport = p.dst;
         }
+    }
+    // Source port group: the group stands in for the port, so the ports of one group share a
+    // pin (a port in no group is its own group); source ports never matter.
+    if definition == FlowDefinition::SourcePortGroup && service.port_group != 0 {
+        key.dport = service.port_group as u16;
     }
     key
 }
@@ -119,12 +138,34 @@ fn hash_of(key: &FlowKey) -> u32 {
     flow_hash(key)
 }
 
+/// Whether the packet ends its flow: a TCP RST of a five-tuple flow. It is still steered to
+/// its pinned instance (the instance's end of the connection must see it), and then the pin
+/// goes, so the next SYN of the same 5-tuple picks afresh.
+///
+/// A FIN does not end the flow here: after the server's FIN the client still sends the last
+/// ACK (and either side may keep sending after its own FIN, a half-close), and without the
+/// pin those packets could reach another instance, which would answer them with a RST. The
+/// idle timeout clears such pins instead.
+#[inline(always)]
+fn ends_connection(ctx: &XdpContext, pkt: &Packet, service: &ServiceEntry) -> bool {
+    if pkt.proto != IPPROTO_TCP
+        || FlowDefinition::from_u8(service.flow_definition) != FlowDefinition::FiveTuple
+    {
+        return false;
+    }
+    let Some(offset) = pkt.l4_offset else {
+        return false;
+    };
+    packet::tcp_flags(ctx, offset, pkt.ip_len).is_some_and(|f| f & packet::TCP_RST != 0)
+}
+
 /// The instance slot of the flow: its live pin, or a fresh pick from the lookup table.
 #[inline(always)]
 fn pin(key: &FlowKey, hash: u32, service: &ServiceEntry) -> Result<u32, DropReason> {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(entry) = AFFINITY.get_ptr_mut(key) {
+    let existing = AFFINITY.get_ptr_mut(key);
+    if let Some(entry) = existing {
         // SAFETY: a live map value; a concurrent update of the same flow only moves last_seen.
         let entry = unsafe { &mut *entry };
         let fresh = now.wrapping_sub(entry.last_seen_ns) <= service.affinity_timeout_ns;
@@ -142,9 +183,28 @@ fn pin(key: &FlowKey, hash: u32, service: &ServiceEntry) -> Result<u32, DropReas
     if slot == NO_INSTANCE {
         return Err(DropReason::NoInstance);
     }
-    let entry = FlowEntry { instance_slot: slot, _pad: 0, last_seen_ns: now };
-    // A full LRU evicts its oldest flow; insert only fails on memory pressure, and then the
-    // packet is still steered, just without a pin.
-    let _ = AFFINITY.insert(key, entry, 0);
+    if let Some(entry) = existing {
+        // An expired or orphaned pin is re-pinned in place: the key stays, nothing is added.
+        // SAFETY: as above.
+        let entry = unsafe { &mut *entry };
+        entry.instance_slot = slot;
+        entry.last_seen_ns = now;
+    } else {
+        let entry = FlowEntry { instance_slot: slot, _pad: 0, last_seen_ns: now };
+        // A full LRU evicts its oldest flow. Insert fails when another CPU pinned the key
+        // since the lookup (it picked the same slot: the hash is the key's) or on memory
+        // pressure; either way the packet is still steered, and only a new key counts.
+        if AFFINITY.insert(key, entry, BPF_NOEXIST as u64).is_ok() {
+            counters::event(Event::AffinityPinned);
+        }
+    }
     Ok(slot)
+}
+
+/// Deletes a flow's pin, counting it when it was there.
+#[inline(always)]
+fn unpin(key: &FlowKey) {
+    if AFFINITY.remove(key).is_ok() {
+        counters::event(Event::AffinityReset);
+    }
 }

@@ -200,6 +200,25 @@ pub fn ports(ctx: &XdpContext, offset: usize) -> Result<Ports, DropReason> {
     })
 }
 
+/// TCP RST (RFC 9293 3.1), in the flags byte at offset 13 of the TCP header.
+pub const TCP_RST: u8 = 0x04;
+
+/// The TCP flags of a segment whose header starts at `offset`, or `None` when the IP packet
+/// (`ip_len` bytes, as its header declares) holds less than 16 bytes of TCP header (a real one
+/// has 20 at least): a header cut that short says nothing, and the packet is steered as any
+/// other.
+#[inline(always)]
+pub fn tcp_flags(ctx: &XdpContext, offset: usize, ip_len: usize) -> Option<u8> {
+    // As for the ports: a finite bound on the variable IPv4 header length, and four bytes
+    // read at once (data offset, flags and window) rather than one byte at a computed offset,
+    // all inside the IP packet.
+    if offset > ETH_HLEN + 60 || offset + 16 > ETH_HLEN + ip_len {
+        return None;
+    }
+    let raw: [u8; 4] = read(ctx, offset + 12).ok()?;
+    Some(raw[1])
+}
+
 /// Decrements the inner hop limit (or TTL, fixing the IPv4 checksum incrementally, RFC 1624),
 /// as any router forwarding the packet would.
 #[inline(always)]
