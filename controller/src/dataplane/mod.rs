@@ -1,6 +1,7 @@
 //! The userspace side of the eBPF dataplane: loading and attaching the XDP programs, writing a
 //! headend's desired state into the maps, and reading the counters back.
 
+pub mod affinity;
 pub mod maglev;
 pub mod program;
 pub mod sids;
