@@ -98,6 +98,9 @@ fn classify(
     Ok(unsafe { SERVICES.get(by_port) }.copied().map(|e| (e, ports)))
 }
 
+/// Source port of a port-group affinity key (no real source port is kept in such keys).
+const GROUP_KEY: u16 = u16::MAX;
+
 /// The affinity key under the service's flow definition.
 #[inline(always)]
 fn flow_key(pkt: &Packet, ports: Option<Ports>, service: &ServiceEntry) -> FlowKey {
@@ -123,9 +126,11 @@ fn flow_key(pkt: &Packet, ports: Option<Ports>, service: &ServiceEntry) -> FlowK
         }
     }
     // Source port group: the group stands in for the port, so the ports of one group share a
-    // pin (a port in no group is its own group); source ports never matter.
+    // pin (a port in no group is its own group); source ports never matter, so the source
+    // port field marks a group key: group 7 and an ungrouped port 7 are two pins.
     if definition == FlowDefinition::SourcePortGroup && service.port_group != 0 {
         key.dport = service.port_group as u16;
+        key.sport = GROUP_KEY;
     }
     key
 }

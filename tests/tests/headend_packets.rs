@@ -425,11 +425,12 @@ fn port_group_flows_from_one_source_share_one_pin() {
         assert_eq!(out.action, XDP_REDIRECT);
         assert_eq!(instance_of(&out.frame), 0);
         assert_eq!(affinity(dp)?, counts(0, 1, 1, 0, 1));
-        // The key: source, destination, protocol and the group in place of the port.
+        // The key: source, destination, protocol and the group in place of the port, the
+        // source port marking a group key (all ones).
         let key = FlowKey {
             src: CLIENT6.octets(),
             dst: SERVICE6.octets(),
-            sport: 0,
+            sport: u16::MAX,
             dport: u16::from(RTP_GROUP),
             proto: 17,
             _pad: [0; 3],

@@ -411,7 +411,7 @@ impl Compiler {
                 name: svc.name.clone(),
                 slot,
                 cs_id: svc.cs_id,
-                matches: matches(svc),
+                matches: matches(svc, &policy.affinity),
                 flow: policy.affinity.flow,
                 affinity_timeout_ms: policy.affinity.timeout_seconds * 1000,
                 weights,

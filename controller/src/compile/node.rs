@@ -9,7 +9,9 @@ use super::{
     graph::{Graph, Spt},
 };
 use crate::{
-    intent::{ComputeService, Dataplane, EndFlavor, Intent, Link, Node, Topology, Underlay},
+    intent::{
+        Affinity, ComputeService, Dataplane, EndFlavor, Intent, Link, Node, Topology, Underlay,
+    },
     state::{
         EndpointState, InterfaceAddress, LocalSid, NodeState, ServiceMatch, SidBehavior,
         UnderlayRoute,
@@ -194,14 +196,20 @@ fn local_sids(
     }
 }
 
-pub(super) fn matches(svc: &ComputeService) -> Vec<ServiceMatch> {
+/// What the headend matches for `svc`, each port with its affinity port group.
+pub(super) fn matches(svc: &ComputeService, affinity: &Affinity) -> Vec<ServiceMatch> {
     let mut out = Vec::new();
     for &address in &svc.addresses {
         if svc.ports.is_empty() {
-            out.push(ServiceMatch { address, protocol: 0, port: 0 });
+            out.push(ServiceMatch { address, protocol: 0, port: 0, port_group: 0 });
         }
         for p in &svc.ports {
-            out.push(ServiceMatch { address, protocol: p.protocol.number(), port: p.port });
+            out.push(ServiceMatch {
+                address,
+                protocol: p.protocol.number(),
+                port: p.port,
+                port_group: affinity.port_group(p.port),
+            });
         }
     }
     out

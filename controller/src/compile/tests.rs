@@ -364,3 +364,18 @@ fn an_instance_without_a_path_keeps_its_slot_and_its_compute_sid() {
     assert_eq!(weight_of(&c, "edge1-a"), 0);
     assert_eq!(segments_of(&c, "edge1-a"), ["fc00:0:3:4001::1"], "pinned flows still get there");
 }
+
+#[test]
+fn port_groups_reach_the_headend_matches() {
+    let mut intent = example();
+    let affinity = &mut intent.policies[0].affinity;
+    affinity.flow = crate::state::FlowDefinition::SourcePortGroup;
+    affinity.port_groups = vec![vec![7000]];
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    let svc = &c.nodes["gw"].headend.as_ref().unwrap().services[0];
+    assert_eq!(svc.flow, crate::state::FlowDefinition::SourcePortGroup);
+    assert!(svc.matches.iter().all(|m| m.port == 7000 && m.port_group == 1), "{svc:?}");
+    let plain = compile(&example(), &Metrics::default(), 1).unwrap();
+    let svc = &plain.nodes["gw"].headend.as_ref().unwrap().services[0];
+    assert!(svc.matches.iter().all(|m| m.port_group == 0));
+}

@@ -549,6 +549,35 @@ fn no_repeats<T: PartialEq + Display>(de: &mut De<'_>, path: &str, values: &[T],
     }
 }
 
+/// `portGroups`: at most 255 non-empty groups of ports, no port in two groups.
+fn port_groups(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Vec<Vec<u16>>> {
+    let groups = strict_list(de, node, path, |de, node, path| {
+        let ports =
+            strict_list(de, node, path, |de, node, path| int_in(de, node, path, 1, 65_535))?;
+        if ports.is_empty() {
+            de.err(path, "a port group needs at least one port");
+            return None;
+        }
+        Some(ports)
+    })?;
+    if groups.len() > 255 {
+        de.err(path, format!("{} port groups, at most 255", groups.len()));
+        return None;
+    }
+    let mut seen: Vec<(u16, String)> = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (p, port) in group.iter().enumerate() {
+            let here = index(&index(path, g), p);
+            if let Some((_, first)) = seen.iter().find(|(q, _)| q == port) {
+                de.err(&here, format!("port {port} is already in {first}"));
+            } else {
+                seen.push((*port, here));
+            }
+        }
+    }
+    Some(groups)
+}
+
 // Documents.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -907,17 +936,29 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
     let slack = f.opt_or(de, "slack", 0.5, |de, node, path| at_least(de, node, path, 0.0));
     let ingress = f.opt_or(de, "ingress", Vec::new(), node_list);
     let affinity = f.opt_or(de, "affinity", Affinity::default(), |de, node, path| {
-        let f = de.fields(node, path, &["flow", "timeoutSeconds"])?;
+        let f = de.fields(node, path, &["flow", "portGroups", "timeoutSeconds"])?;
         let flow = f.opt_or(de, "flow", FlowDefinition::FiveTuple, |de, node, path| {
             let choices = [
                 ("five-tuple", FlowDefinition::FiveTuple),
                 ("source-address", FlowDefinition::SourceAddress),
+                ("source-port-group", FlowDefinition::SourcePortGroup),
             ];
             keyword(de, node, path, "flow definition", &choices)
         });
+        let port_groups = f.opt_or(de, "portGroups", Vec::new(), port_groups);
+        let groups_path = f.path("portGroups");
+        if flow == FlowDefinition::SourcePortGroup
+            && port_groups.is_empty()
+            && de.doc.ok(&groups_path)
+        {
+            de.err(&groups_path, "flow source-port-group needs portGroups, e.g. [[5004, 5006]]");
+        }
+        if flow != FlowDefinition::SourcePortGroup && !port_groups.is_empty() {
+            de.err(&groups_path, "portGroups only apply with flow: source-port-group");
+        }
         let timeout_seconds =
             f.opt_or(de, "timeoutSeconds", 30, |de, node, path| int_in(de, node, path, 1, 86_400));
-        Some(Affinity { flow, timeout_seconds })
+        Some(Affinity { flow, port_groups, timeout_seconds })
     });
     let dampening = f.opt_or(de, "dampening", Dampening::default(), |de, node, path| {
         let f = de.fields(node, path, &["hysteresis", "holdDownSeconds"])?;

@@ -401,12 +401,31 @@ impl Scoring {
 #[serde(rename_all = "camelCase")]
 pub struct Affinity {
     pub flow: FlowDefinition,
+    /// With `flow: source-port-group` (and only then, non-empty): groups of destination
+    /// ports whose flows from one source share an instance, e.g. the RTP audio and video of
+    /// one call. At most 255 groups; each port is one of the service's ports and in one
+    /// group at most. A service port in no group is a group of its own.
+    pub port_groups: Vec<Vec<u16>>,
     /// 1..=86400; default 30.
     pub timeout_seconds: u64,
 }
 
 impl Default for Affinity {
     fn default() -> Self {
-        Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 }
+        Affinity { flow: FlowDefinition::FiveTuple, port_groups: Vec::new(), timeout_seconds: 30 }
+    }
+}
+
+impl Affinity {
+    /// The group number (1-based) the dataplane keys pins on for `port`; 0 when the flow
+    /// definition has no groups or the port is in none.
+    pub fn port_group(&self, port: u16) -> u8 {
+        if self.flow != FlowDefinition::SourcePortGroup {
+            return 0;
+        }
+        self.port_groups
+            .iter()
+            .position(|group| group.contains(&port))
+            .map_or(0, |k| u8::try_from(k + 1).unwrap_or(0))
     }
 }

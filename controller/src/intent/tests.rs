@@ -193,7 +193,11 @@ fn fixture_is_valid_and_defaults_apply() {
             locality: vec![],
             slack: 0.5,
             ingress: vec![],
-            affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
+            affinity: Affinity {
+                flow: FlowDefinition::FiveTuple,
+                port_groups: vec![],
+                timeout_seconds: 30
+            },
             dampening: Dampening { hysteresis: 0.1, hold_down_seconds: 2 },
             scoring: Scoring {
                 network: ScoreRange { best_ms: 0.0, worst_ms: 200.0 },
@@ -302,7 +306,11 @@ fn example_directory_loads() {
             ],
             slack: 0.5,
             ingress: vec![],
-            affinity: Affinity { flow: FlowDefinition::FiveTuple, timeout_seconds: 30 },
+            affinity: Affinity {
+                flow: FlowDefinition::FiveTuple,
+                port_groups: vec![],
+                timeout_seconds: 30
+            },
             dampening: Dampening { hysteresis: 0.1, hold_down_seconds: 2 },
             scoring: Scoring::default(),
         })
@@ -350,7 +358,7 @@ fn documents_in_one_file_and_explicit_values() {
     assert_eq!(policy.slack, 0.0);
     assert_eq!(
         policy.affinity,
-        Affinity { flow: FlowDefinition::SourceAddress, timeout_seconds: 600 }
+        Affinity { flow: FlowDefinition::SourceAddress, port_groups: vec![], timeout_seconds: 600 }
     );
 }
 
@@ -1153,7 +1161,11 @@ fn full_policy_decodes_to_the_model() {
             ],
             slack: 0.25,
             ingress: strings(&["gw", "gw2"]),
-            affinity: Affinity { flow: FlowDefinition::SourceAddress, timeout_seconds: 60 },
+            affinity: Affinity {
+                flow: FlowDefinition::SourceAddress,
+                port_groups: vec![],
+                timeout_seconds: 60
+            },
             dampening: Dampening { hysteresis: 0.2, hold_down_seconds: 5 },
             scoring: Scoring {
                 network: ScoreRange { best_ms: 2.0, worst_ms: 150.0 },
@@ -1652,5 +1664,86 @@ fn dampening_and_scoring_values() {
         5,
         "spec.scoring.weights",
         "the weights must not all be 0",
+    );
+}
+
+const DNS_POLICY: &str = "\
+apiVersion: cats.dev/v1alpha1
+kind: SteeringPolicy
+metadata:
+  name: dns
+spec:
+  service: dns
+  affinity:
+    flow: source-port-group
+    portGroups: [[53]]
+";
+
+/// 1-based column of the `nth` occurrence of `what` on line `line` of `text`.
+fn column_of(text: &str, line: usize, what: &str, nth: usize) -> usize {
+    let l = text.lines().nth(line - 1).unwrap();
+    l.match_indices(what).nth(nth).unwrap().0 + 1
+}
+
+#[test]
+fn port_groups_decode_and_number_their_ports() {
+    let intent = parse_documents(&sources(NETWORK, SERVICES, DNS_POLICY)).unwrap();
+    let affinity = &intent.policy_for("dns").unwrap().affinity;
+    assert_eq!(affinity.flow, FlowDefinition::SourcePortGroup);
+    assert_eq!(affinity.port_groups, vec![vec![53]]);
+    assert_eq!((affinity.port_group(53), affinity.port_group(54)), (1, 0));
+}
+
+#[test]
+fn port_group_rules() {
+    // A port the service does not match.
+    let policy = edit(DNS_POLICY, "[[53]]", "[[53, 54]]");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    let col = column_of(&policy, 9, "54", 0);
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        col,
+        "spec.affinity.portGroups[0][1]",
+        "port 54 is not a port of ComputeService \"dns\" (its ports: 53, 53)",
+    );
+    // One port in two groups.
+    let policy = edit(DNS_POLICY, "[[53]]", "[[53], [53]]");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    let col = column_of(&policy, 9, "53", 1);
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        col,
+        "spec.affinity.portGroups[1][0]",
+        "port 53 is already in spec.affinity.portGroups[0][0]",
+    );
+    // The flow needs groups, and groups need the flow.
+    let policy = edit(DNS_POLICY, "    portGroups: [[53]]\n", "");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    // An absent field is located at its parent, as everywhere.
+    assert_only(&errors, "policy.yaml", 7, 3, "spec.affinity.portGroups", "needs portGroups");
+    let policy = edit(DNS_POLICY, "source-port-group", "five-tuple");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        5,
+        "spec.affinity.portGroups",
+        "only apply with flow: source-port-group",
+    );
+    // A group without ports.
+    let policy = edit(DNS_POLICY, "[[53]]", "[[]]");
+    let errors = fail(&sources(NETWORK, SERVICES, &policy));
+    assert_only(
+        &errors,
+        "policy.yaml",
+        9,
+        column_of(&policy, 9, "[]", 0),
+        "spec.affinity.portGroups[0]",
+        "at least one port",
     );
 }

@@ -600,12 +600,47 @@ fn check_policies(
             }
         }
         check_policy_nodes(cx, doc, policy, nodes);
+        if let Some(&service_doc) = known.get(policy.service.as_str())
+            && let Some((_, service)) = services.iter().find(|(d, _)| *d == service_doc)
+            && cx.ok(doc, "spec.affinity.portGroups")
+            && cx.ok(service_doc, "spec.ports")
+        {
+            check_port_groups(cx, doc, policy, service);
+        }
         if let Some(nodes) = nodes
             && let Some(&service_doc) = known.get(policy.service.as_str())
             && let Some((_, service)) = services.iter().find(|(d, _)| *d == service_doc)
             && cx.ok(doc, "spec.service")
         {
             check_feasible(cx, doc, policy, service_doc, service, nodes);
+        }
+    }
+}
+
+/// Port groups name ports the service matches: a group of ports it does not steer would
+/// never see a packet.
+fn check_port_groups(
+    cx: &mut Checker<'_>,
+    doc: usize,
+    policy: &SteeringPolicy,
+    service: &ComputeService,
+) {
+    for (g, group) in policy.affinity.port_groups.iter().enumerate() {
+        for (p, port) in group.iter().enumerate() {
+            if !service.ports.iter().any(|m| m.port == *port) {
+                let listed: Vec<String> =
+                    service.ports.iter().map(|m| m.port.to_string()).collect();
+                let message = format!(
+                    "port {port} is not a port of ComputeService {:?} (its ports: {})",
+                    service.name,
+                    if listed.is_empty() {
+                        "none; it matches every port".into()
+                    } else {
+                        listed.join(", ")
+                    }
+                );
+                cx.err(doc, &format!("spec.affinity.portGroups[{g}][{p}]"), message);
+            }
         }
     }
 }
