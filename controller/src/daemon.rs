@@ -17,7 +17,7 @@ use crate::{
     compile::{Compiled, Compiler, Metrics, Selector, ServiceDecisions},
     dataplane::program::ensure_bpffs,
     intent::{self, Intent},
-    measure::{self, Gathered, Gatherer, MetricsReport, ProbeConfig},
+    measure::{self, Gathered, Gatherer, MetricsReport, ProbeConfig, affinity::AffinityReport},
     paths,
     store::EmbeddedStore,
 };
@@ -62,6 +62,9 @@ struct NodeReport {
     desired_generation: Option<u64>,
     #[serde(flatten)]
     agent: AgentStatus,
+    /// The headend's affinity table, on ingress nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    affinity: Option<AffinityReport>,
 }
 
 /// Modification times and sizes of the intent files: a cheap change detector.
@@ -127,6 +130,7 @@ pub async fn run(
 
     let mut backups_pending = true;
     let mut demand = measure::demand::DemandMeter::default();
+    let mut pinned_flows = measure::affinity::AffinityMeter::default();
     let mut intent_error: Option<String> = None;
     let mut last_status: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(config.poll);
@@ -170,6 +174,7 @@ pub async fn run(
         let scope = config.netns_prefix.as_deref().unwrap_or("");
         let pins_of = |node: &str| paths::node_pins(&config.bpffs, scope, node);
         let rates = demand.read(compiled.nodes.values(), pins_of, Instant::now());
+        let affinity = pinned_flows.read(compiled.nodes.values(), pins_of, Instant::now()).clone();
         let shifted = measure::demand::shares_moved(&metrics.ingress_rates, rates, 0.1);
         let mut remeasured = take_metrics(&mut metrics, &gathered);
         if shifted || (remeasured && *rates != metrics.ingress_rates) {
@@ -208,6 +213,7 @@ pub async fn run(
                 &statuses,
                 &compiled,
                 &gathered.report,
+                &affinity,
             )?;
             // Rewritten only when something changed: readers poll it, the disk need not churn.
             if status != last_status {
@@ -273,12 +279,14 @@ fn status_json(
     statuses: &BTreeMap<String, SharedStatus>,
     compiled: &Compiled,
     metrics: &MetricsReport,
+    affinity: &BTreeMap<String, AffinityReport>,
 ) -> Result<Vec<u8>> {
     let nodes = statuses
         .iter()
         .map(|(n, s)| {
             let agent = s.lock().expect("status lock").clone();
-            (n.as_str(), NodeReport { desired_generation: store.generation(n), agent })
+            let affinity = affinity.get(n).copied();
+            (n.as_str(), NodeReport { desired_generation: store.generation(n), agent, affinity })
         })
         .collect();
     let status =

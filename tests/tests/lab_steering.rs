@@ -167,3 +167,30 @@ fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
     let again = env.daemon().wait_applied(Duration::from_secs(5)).unwrap();
     assert_eq!(again["generation"], before["generation"]);
 }
+
+#[test]
+fn the_status_counts_the_flows_pinned_at_the_headend() {
+    let env = LabEnv::start(kernel_dataplane).unwrap();
+    // 12 new flows, each asked twice: 12 pins, the second request of each a hit.
+    let socks: Vec<_> = (0..12).map(|_| env.flow("gw", service6()).unwrap()).collect();
+    for (f, sock) in socks.iter().enumerate() {
+        ask(sock, 2000 + f as u64, 0).unwrap();
+        ask(sock, 2000 + f as u64, 1).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let affinity = loop {
+        let status = env.daemon().status().unwrap();
+        let a = status["nodes"]["gw"]["affinity"].clone();
+        if a["pinned"].as_u64() >= Some(12) {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "never counted: {a}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Retransmissions of a lost first request may add pins of their own flow only: each flow
+    // is one socket, one 5-tuple, one pin.
+    assert_eq!(affinity["pinned"], 12, "{affinity}");
+    assert_eq!(affinity["occupancy"], 12, "{affinity}");
+    assert_eq!(affinity["reset"], 0, "{affinity}");
+    assert_eq!(affinity["evicted"], 0, "{affinity}");
+}

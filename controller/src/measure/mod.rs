@@ -6,6 +6,7 @@
 //!   ends of every link together; [`link_metrics`] keeps the fresh ones for the compile step.
 //! - C-SMA (service metrics): instances report into files, read by
 //!   [`crate::metrics_files`].
+//! - The headends' affinity tables: [`affinity::AffinityMeter`] (pins, resets, evictions).
 //! - Demand per ingress: [`demand::DemandMeter`] reads the headends' per-service counters.
 //! - [`changed_enough`] decides whether new metrics are worth a recompile (dampening), and
 //!   [`gather::Gatherer`] is what the daemon runs: probers plus both readings every poll.
@@ -15,6 +16,7 @@
 //! address crosses exactly that link. With `underlay: external` links are not probed (the
 //! declared latencies apply).
 
+pub mod affinity;
 pub mod dampen;
 pub mod demand;
 pub mod gather;
