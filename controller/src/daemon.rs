@@ -22,7 +22,7 @@ use crate::{
     store::EmbeddedStore,
 };
 
-/// CPU time per poll spent on disjoint backup paths (they do not hold back the weights).
+/// Time per poll spent on disjoint backup paths (they do not hold back the weights).
 const BACKUP_BUDGET: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Debug)]
@@ -49,6 +49,9 @@ struct Status<'a> {
     /// The last intent load error, if the newest files are bad (the running state is the
     /// previous good one).
     intent_error: Option<&'a str>,
+    /// The last compile error after a metric change (the running state is the previous
+    /// compile's); cleared by the next compile that succeeds.
+    compile_error: Option<&'a str>,
     nodes: BTreeMap<&'a str, NodeReport>,
     decisions: &'a [ServiceDecisions],
     /// Measured links and reported instances, stale ones marked.
@@ -104,7 +107,7 @@ pub async fn run(
     let store = Arc::new(EmbeddedStore::default());
     let mut statuses: BTreeMap<String, SharedStatus> = BTreeMap::new();
     let mut gatherer = start_measurement(&config, &intent, &served);
-    let mut gathered = gatherer.gather(&intent);
+    let mut gathered = gatherer.gather(&intent, &served);
     let mut metrics = gathered.metrics.clone();
     let mut generation = 1;
     // Hold-down and hysteresis need a clock; any monotonic one will do.
@@ -132,6 +135,7 @@ pub async fn run(
     let mut demand = measure::demand::DemandMeter::default();
     let mut pinned_flows = measure::affinity::AffinityMeter::default();
     let mut intent_error: Option<String> = None;
+    let mut compile_error: Option<String> = None;
     let mut last_status: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(config.poll);
     tokio::pin!(shutdown);
@@ -148,18 +152,25 @@ pub async fn run(
             // compiles; otherwise the running state stays the last good one.
             let fresh =
                 intent::load_dir(&config.intent_dir).map_err(|e| e.to_string()).and_then(|new| {
+                    // Link measurements are keyed by position in `spec.links`: a changed list
+                    // starts unmeasured (the probers restart for it below).
+                    let mut m = metrics.clone();
+                    if !same_links(&intent, &new) {
+                        m.links.clear();
+                    }
                     let mut c = Compiler::new(new.clone(), generation + 1)
                         .map_err(|e| e.to_string())?
                         .with_selector(config.selector)
                         .with_slots_of(&compiler);
-                    c.update(&metrics, generation + 1, now_ms()).map_err(|e| e.to_string())?;
-                    Ok((new, c))
+                    c.update(&m, generation + 1, now_ms()).map_err(|e| e.to_string())?;
+                    Ok((new, c, m))
                 });
             match fresh {
-                Ok((new, c)) => {
+                Ok((new, c, m)) => {
                     info!("intent changed; recompiled");
                     intent = new;
                     compiler = c;
+                    metrics = m;
                     intent_error = None;
                     changed = true;
                     gatherer.retarget(&intent, &served);
@@ -170,7 +181,7 @@ pub async fn run(
                 }
             }
         }
-        gathered = gatherer.gather(&intent);
+        gathered = gatherer.gather(&intent, &served);
         let scope = config.netns_prefix.as_deref().unwrap_or("");
         let pins_of = |node: &str| paths::node_pins(&config.bpffs, scope, node);
         let rates = demand.read(compiled.nodes.values(), pins_of, Instant::now());
@@ -185,13 +196,14 @@ pub async fn run(
         if remeasured || compiler.has_held(now_ms()) {
             match compiler.update(&metrics, generation + 1, now_ms()) {
                 Ok(nodes) => {
+                    compile_error = None;
                     changed |= !nodes.is_empty();
                     // The figures move even when no weight does.
                     compiled.decisions = compiler.decisions();
                 }
                 Err(e) => {
                     error!("compile failed, running state unchanged: {e}");
-                    intent_error = Some(e.to_string());
+                    compile_error = Some(e.to_string());
                 }
             }
         }
@@ -208,16 +220,17 @@ pub async fn run(
         if let Some(path) = &config.status_file {
             let status = status_json(
                 generation,
-                intent_error.as_deref(),
+                (intent_error.as_deref(), compile_error.as_deref()),
                 &store,
                 &statuses,
                 &compiled,
                 &gathered.report,
                 &affinity,
             )?;
-            // Rewritten only when something changed: readers poll it, the disk need not churn.
+            // Rewritten only when it differs (metric ages make that most polls).
             if status != last_status {
-                write_atomically(path, &status)?;
+                crate::atomic_file::write(path, &status)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 last_status = status;
             }
         }
@@ -228,6 +241,14 @@ pub async fn run(
 
 /// Link probers for the served nodes (C-NMA) and the instance report reader (C-SMA). They stop
 /// when the returned value drops, at the latest when `run` returns.
+/// Whether two intents list the same links, in the same order.
+fn same_links(a: &Intent, b: &Intent) -> bool {
+    let ends = |i: &Intent| -> Vec<(String, String)> {
+        i.topology.links.iter().map(|l| (l.a.clone(), l.b.clone())).collect()
+    };
+    ends(a) == ends(b)
+}
+
 fn start_measurement(config: &DaemonConfig, intent: &Intent, served: &[String]) -> Gatherer {
     Gatherer::start(
         intent,
@@ -274,7 +295,7 @@ fn publish(
 
 fn status_json(
     generation: u64,
-    intent_error: Option<&str>,
+    (intent_error, compile_error): (Option<&str>, Option<&str>),
     store: &EmbeddedStore,
     statuses: &BTreeMap<String, SharedStatus>,
     compiled: &Compiled,
@@ -289,17 +310,15 @@ fn status_json(
             (n.as_str(), NodeReport { desired_generation: store.generation(n), agent, affinity })
         })
         .collect();
-    let status =
-        Status { generation, intent_error, nodes, decisions: &compiled.decisions, metrics };
+    let status = Status {
+        generation,
+        intent_error,
+        compile_error,
+        nodes,
+        decisions: &compiled.decisions,
+        metrics,
+    };
     Ok(serde_json::to_vec_pretty(&status)?)
-}
-
-/// Write then rename, so a reader never sees half a file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Loads and validates an intent directory without touching anything.

@@ -72,8 +72,12 @@ fn cloud_network_ms(status: &Value) -> Option<f64> {
 #[test]
 fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
     let real_cloud_ms = 30.0;
-    let env =
-        start(&[LinkDelay { a: "core".into(), b: "cloud".into(), one_way_ms: real_cloud_ms }])?;
+    let env = start(&[
+        LinkDelay { a: "core".into(), b: "cloud".into(), one_way_ms: real_cloud_ms },
+        // Measured 10 ms, declared 2: when it goes stale below, the controller's figure
+        // must fall back visibly.
+        LinkDelay { a: "core".into(), b: "edge2".into(), one_way_ms: 10.0 },
+    ])?;
     assert_eq!(env.lab().link_delay(3), Some(Duration::from_millis(30)));
 
     // 100 ms probes from both ends: wait for 50 echoes a link end (the EWMA has long forgotten
@@ -158,7 +162,8 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
         assert_eq!(link(&status, other.0, other.1)["stale"], false, "{other:?} stays fresh");
     }
     // A link going stale is a change: the controller recompiled without its measurement, so
-    // edge2-a's round trip is the declared 2 x (1 + 2) ms again on gw-core's measured 1.1 ms.
+    // edge2-a's round trip is the declared 2 x (1 + 2) ms again on gw-core's measured 1.1 ms
+    // (not 2 x (1 + 10) as measured).
     let edge2_network = |s: &Value| -> Option<f64> {
         s["decisions"]
             .as_array()?
@@ -170,7 +175,7 @@ fn probes_measure_the_real_delays_and_a_dead_link_goes_stale() -> Result<()> {
     };
     let declared_core_edge2 = |s: &Value| {
         let gw_core = link(s, "gw", "core")["oneWayMs"].as_f64().unwrap_or(1.0);
-        edge2_network(s).is_some_and(|ms| (ms - 2.0 * (gw_core + 2.0)).abs() < 1e-6)
+        edge2_network(s).is_some_and(|ms| (ms - 2.0 * (gw_core + 2.0)).abs() < 1.0)
     };
     wait_status(&env, Duration::from_secs(5), declared_core_edge2)?;
     Ok(())

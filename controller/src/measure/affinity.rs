@@ -55,7 +55,9 @@ impl AffinityMeter {
             return &self.reports;
         }
         self.last = Some(now);
+        let mut seen = std::collections::BTreeSet::new();
         for node in nodes.into_iter().filter(|n| n.headend.is_some()) {
+            seen.insert(node.node.clone());
             let pins = pins_of(&node.node);
             let read = || -> anyhow::Result<AffinityReport> {
                 let counters = PinnedCounters::open(&pins)?;
@@ -69,6 +71,7 @@ impl AffinityMeter {
                 self.reports.insert(node.node.clone(), report);
             }
         }
+        self.reports.retain(|node, _| seen.contains(node));
         &self.reports
     }
 }

@@ -35,6 +35,7 @@ impl DemandMeter {
         pins_of: impl Fn(&str) -> PathBuf,
         now: Instant,
     ) -> &BTreeMap<String, BTreeMap<String, f64>> {
+        let mut seen = std::collections::BTreeSet::new();
         for node in nodes {
             let Some(headend) = &node.headend else { continue };
             if !self.counters.contains_key(&node.node) {
@@ -47,8 +48,13 @@ impl DemandMeter {
             }
             let counters = &self.counters[&node.node];
             for svc in &headend.services {
-                let Ok(counter) = counters.service_counter(svc.slot) else { continue };
+                let Ok(counter) = counters.service_counter(svc.slot) else {
+                    // The maps were replaced (re-pinned): open them afresh next time.
+                    self.counters.remove(&node.node);
+                    break;
+                };
                 let key = (node.node.clone(), svc.name.clone());
+                seen.insert(key.clone());
                 let (since, before) =
                     *self.start.entry(key.clone()).or_insert((now, counter.packets));
                 let elapsed = now.saturating_duration_since(since);
@@ -60,6 +66,12 @@ impl DemandMeter {
                 }
             }
         }
+        // An ingress that no longer steers a service has no share of its demand.
+        self.start.retain(|key, _| seen.contains(key));
+        for (svc, rates) in &mut self.rates {
+            rates.retain(|node, _| seen.contains(&(node.clone(), svc.clone())));
+        }
+        self.rates.retain(|_, rates| !rates.is_empty());
         &self.rates
     }
 }

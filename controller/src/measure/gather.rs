@@ -68,10 +68,12 @@ impl Gatherer {
     pub fn retarget(&mut self, intent: &Intent, served: &[String]) {
         let wanted: BTreeMap<&String, Vec<LinkTarget>> =
             served.iter().map(|n| (n, super::targets(intent, n))).collect();
+        // Probers whose links changed, and those whose thread ended (it could not enter its
+        // namespace or bind its port; it is tried again here, on every poll).
         let gone: Vec<String> = self
             .probers
             .iter()
-            .filter(|(n, (t, _))| wanted.get(n).is_none_or(|w| w != t))
+            .filter(|(n, (t, p))| wanted.get(n).is_none_or(|w| w != t) || p.is_finished())
             .map(|(n, _)| n.clone())
             .collect();
         // Signal them all first, so their threads wind down together.
@@ -96,8 +98,11 @@ impl Gatherer {
         }
     }
 
-    /// Reads the probe table and the instance reports now.
-    pub fn gather(&self, intent: &Intent) -> Gathered {
+    /// Reads the probe table and the instance reports now, restarting any prober that died.
+    pub fn gather(&mut self, intent: &Intent, served: &[String]) -> Gathered {
+        if self.probers.values().any(|(_, p)| p.is_finished()) {
+            self.retarget(intent, served);
+        }
         let links = link_reports(intent, &self.table.snapshot(Instant::now()));
         let instances = match &self.metrics_dir {
             Some(dir) => metrics_files::read_reports(dir),

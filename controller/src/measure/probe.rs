@@ -114,6 +114,12 @@ impl Prober {
         Ok(Prober { stop, thread: Some(thread) })
     }
 
+    /// Whether the thread has ended: it failed to enter its namespace or bind its port, or it
+    /// was stopped.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Asks the thread to stop without waiting for it.
     pub fn signal_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);

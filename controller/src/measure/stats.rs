@@ -6,7 +6,10 @@
 //!   between consecutive round trips (the sender's clock times both ends, so no clock offset).
 //! - Loss: the share of lost probes among the last `window` whose fate is known. A probe is lost
 //!   when no echo came within `timeout`; an echo arriving later is ignored.
-//! - Staleness: no echo for `stale_after` (or none yet) makes the link stale.
+//! - Staleness: no echo for `stale_after`, or fewer than [`WARMUP_SAMPLES`] echoes so far,
+//!   makes the link stale. During the warm-up the estimate is the smallest round trip, and
+//!   jitter and loss start counting only when it ends (the first echoes carry neighbour
+//!   discovery).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -48,8 +51,6 @@ impl Default for StatsConfig {
 #[derive(Clone, Debug)]
 pub struct LinkStats {
     config: StatsConfig,
-    /// When the first probe went out (staleness before any echo counts from here).
-    started: Option<Instant>,
     /// Probes sent and not yet decided, by sequence number.
     pending: BTreeMap<u64, Instant>,
     /// Outcomes of the most recent decided probes, oldest first; `true` is lost.
@@ -81,7 +82,6 @@ impl LinkStats {
     pub fn new(config: StatsConfig) -> Self {
         LinkStats {
             config,
-            started: None,
             pending: BTreeMap::new(),
             outcomes: VecDeque::new(),
             srtt_ms: None,
@@ -95,7 +95,6 @@ impl LinkStats {
     /// Probe `seq` went out at `at` (or was meant to: a probe the kernel refused to send is
     /// recorded too, and times out as lost).
     pub fn sent(&mut self, seq: u64, at: Instant) {
-        self.started.get_or_insert(at);
         self.expire(at);
         self.pending.insert(seq, at);
     }
@@ -110,7 +109,13 @@ impl LinkStats {
         }
         self.decide(false);
         let r = rtt.as_secs_f64() * 1e3;
-        if let Some(prev) = self.last_rtt_ms {
+        // Jitter and loss start when the warm-up ends, like the estimate: the first echoes'
+        // neighbour discovery is neither variation nor loss of the link.
+        if self.samples + 1 == WARMUP_SAMPLES {
+            self.outcomes.clear();
+            self.outcomes.push_back(false);
+        }
+        if let Some(prev) = self.last_rtt_ms.filter(|_| self.samples >= WARMUP_SAMPLES) {
             self.jitter_ms += ((r - prev).abs() - self.jitter_ms) * JITTER_GAIN;
         }
         self.srtt_ms = Some(match self.srtt_ms {
@@ -206,16 +211,20 @@ mod tests {
     fn jitter_follows_rfc3550() {
         let t0 = Instant::now();
         let mut s = LinkStats::new(StatsConfig::default());
-        probe(&mut s, t0, 0, 0, 10);
-        assert_eq!(s.snapshot(t0 + ms(10)).jitter_ms, 0.0, "one sample has no variation");
-        probe(&mut s, t0, 1, 100, 26);
+        // The warm-up's variation (a slow first echo) is not the link's jitter.
+        probe(&mut s, t0, 0, 0, 60);
+        for seq in 1..WARMUP_SAMPLES {
+            probe(&mut s, t0, seq, seq * 100, 10);
+        }
+        assert_eq!(s.snapshot(t0 + ms(500)).jitter_ms, 0.0, "no variation counted yet");
+        probe(&mut s, t0, 5, 500, 26);
         // |26 - 10| / 16
-        assert_eq!(s.snapshot(t0 + ms(126)).jitter_ms, 1.0);
-        probe(&mut s, t0, 2, 200, 26);
+        assert_eq!(s.snapshot(t0 + ms(526)).jitter_ms, 1.0);
+        probe(&mut s, t0, 6, 600, 26);
         // 1 + (0 - 1) / 16
-        assert_eq!(s.snapshot(t0 + ms(226)).jitter_ms, 15.0 / 16.0);
+        assert_eq!(s.snapshot(t0 + ms(626)).jitter_ms, 15.0 / 16.0);
         // Alternating 10/20 converges on a jitter of 10.
-        for seq in 3..300 {
+        for seq in 7..300 {
             probe(&mut s, t0, seq, seq * 100, if seq % 2 == 0 { 10 } else { 20 });
         }
         assert!((s.snapshot(t0 + ms(30_000)).jitter_ms - 10.0).abs() < 0.01);
@@ -230,6 +239,10 @@ mod tests {
             probe(&mut s, t0, seq, seq * 100, 5);
         }
         assert_eq!(s.snapshot(t0 + ms(1000)).loss, 0.0);
+        // Only 6 outcomes since the warm-up: five more answered probes fill the window.
+        for seq in 0..5 {
+            probe(&mut s, t0, 200 + seq, 1000 + seq * 10, 5);
+        }
         // Five probes go unanswered.
         for seq in 10..15 {
             s.sent(seq, t0 + ms(seq * 100));
