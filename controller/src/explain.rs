@@ -21,7 +21,6 @@ const PREFERRED: &[&str] = &[
     "path",
     "segments",
     "backupPath",
-    "backup",
     "networkMs",
     "jitterMs",
     "serviceMs",
@@ -32,9 +31,6 @@ const PREFERRED: &[&str] = &[
     "plannedRps",
     "networkScore",
     "computeScore",
-    "l1Score",
-    "l2Score",
-    "scores",
     "score",
     "weight",
     "held",
@@ -284,9 +280,9 @@ mod tests {
         assert_eq!(
             table_from_json(&entries),
             "\
-ingress  instance  path           segments          network ms  utilization  scores.l1  scores.l2  weight  new figure  excluded
-gw       edge1-a   gw>core>edge1  fc00:0:3:4001::1         6.0          0.7        7.5        8.0     500  yes         -
-gw       cloud-a   gw>core>cloud  -                       32.0          0.0        1.0       2.25       0  no          predicted 32.2 ms > 16.5 ms
+ingress  instance  path           segments          network ms  utilization  weight  new figure  scores.l1  scores.l2  excluded
+gw       edge1-a   gw>core>edge1  fc00:0:3:4001::1         6.0          0.7     500  yes               7.5        8.0  -
+gw       cloud-a   gw>core>cloud  -                       32.0          0.0       0  no                1.0       2.25  predicted 32.2 ms > 16.5 ms
 "
         );
     }

@@ -1,6 +1,7 @@
 //! cats controller and node agent.
 
 pub mod agent;
+pub mod atomic_file;
 pub mod compile;
 pub mod daemon;
 pub mod dataplane;

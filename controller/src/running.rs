@@ -11,10 +11,7 @@
 //! Every file is written to a temporary name and renamed, so a reader sees the old file or the
 //! new one, never half of one.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result, bail};
 
@@ -27,13 +24,13 @@ pub fn record(state_dir: &Path, compiled: &Compiled, served: &[String]) -> Resul
         .with_context(|| format!("creating {}", nodes_dir.display()))?;
     for node in served {
         if let Some(state) = compiled.nodes.get(node) {
-            write_atomically(
+            write_file(
                 &paths::running_node_file(state_dir, node),
                 &serde_json::to_vec_pretty(state)?,
             )?;
         }
     }
-    write_atomically(
+    write_file(
         &paths::running_decisions_file(state_dir),
         &serde_json::to_vec_pretty(&compiled.decisions)?,
     )
@@ -74,20 +71,16 @@ pub fn load_decisions(state_dir: &Path) -> Result<Option<serde_json::Value>> {
     }
 }
 
-/// Write to `<path>.tmp`, then rename over `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp: PathBuf = path.to_path_buf();
-    tmp.as_mut_os_string().push(".tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+/// [`crate::atomic_file::write`], with the path in the error.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::atomic_file::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
+    fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("cats-running-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir

@@ -10,7 +10,7 @@ use std::{
     collections::VecDeque,
     io,
     net::{SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
@@ -275,7 +275,7 @@ fn report_metrics(
         if Instant::now() >= next {
             let (m, now) = snapshot(cfg, shared, &mut last);
             if let Some(path) = &cfg.metrics_file {
-                write_atomically(path, &serde_json::to_vec(&m)?)
+                cats_controller::atomic_file::write(path, &serde_json::to_vec(&m)?)
                     .with_context(|| format!("writing metrics to {}", path.display()))?;
             }
             next = now + METRICS_PERIOD;
@@ -334,14 +334,6 @@ fn snapshot(
             .unwrap_or(0),
     };
     (m, now)
-}
-
-/// Readers see the old file or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 fn micros(d: Duration) -> u64 {

@@ -74,7 +74,8 @@ pub fn generate(shape: Shape, seed: u64) -> Intent {
     let mut rng = Rng(seed | 1);
     let name = |i: usize| format!("n{i}");
     let ingress: Vec<usize> = (0..shape.nodes).step_by(shape.ingress_every).collect();
-    let egress: Vec<usize> = (5..shape.nodes).step_by(10).collect();
+    let is_egress = |i: usize| i % 10 == 5;
+    let egress: Vec<usize> = (0..shape.nodes).filter(|&i| is_egress(i)).collect();
     let nodes: Vec<Node> = (0..shape.nodes)
         .map(|i| {
             let mut roles = vec![Role::Transit];
@@ -83,7 +84,7 @@ pub fn generate(shape: Shape, seed: u64) -> Intent {
             if ingress.contains(&i) {
                 roles = vec![Role::Ingress];
                 headend_interfaces.push("clients".to_string());
-            } else if (i + 5) % 10 == 0 {
+            } else if is_egress(i) {
                 roles = vec![Role::Egress];
                 let net = Ipv6Addr::new(0xfd00, i as u16, 0, 0, 0, 0, 0, 0);
                 prefixes.push(IpNetwork::V6(Ipv6Network::new(net, 64).expect("valid")));

@@ -473,7 +473,7 @@ impl RelayShared {
         let bytes = std::fs::read(self.from.join(name))?;
         let target = self.to.join(name);
         if always || std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
-            write_atomically(&target, &bytes)?;
+            write_report(&target, &bytes)?;
         }
         Ok(())
     }
@@ -487,17 +487,14 @@ impl RelayShared {
         report.utilization = utilization;
         report.updated_unix_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        write_atomically(&self.to.join(&name), &serde_json::to_vec(&report)?)
+        write_report(&self.to.join(&name), &serde_json::to_vec(&report)?)
     }
 }
 
-/// Temporary name without the `.json` extension (the daemon skips it), then rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().context("a file name")?.to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+/// Replaces a report whole, as instances do.
+fn write_report(path: &Path, bytes: &[u8]) -> Result<()> {
+    cats_controller::atomic_file::write(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
