@@ -117,18 +117,7 @@ pub fn decide(selector: Selector, candidates: &[Candidate]) -> Vec<Decision> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn c(name: &str, one_way: f64, tops: f64, util: f64) -> Candidate {
-        Candidate {
-            instance: name.into(),
-            site: name.into(),
-            path_one_way_ms: one_way,
-            request_cost: 0.02,
-            tops,
-            utilization: util,
-            ..Default::default()
-        }
-    }
+    use crate::compile::select::tests::c;
 
     fn winner(selector: Selector, cs: &[Candidate]) -> String {
         let ds = decide(selector, cs);

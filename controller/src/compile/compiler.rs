@@ -149,12 +149,14 @@ impl Compiler {
             intent.policies.iter().enumerate().map(|(k, p)| (p.service.as_str(), k)).collect();
         let mut steering = BTreeMap::new();
         for (id, node) in topo.nodes.iter().enumerate().filter(|(_, n)| n.has_role(Role::Ingress)) {
+            let mut count = 0;
             for (s, svc) in intent.services.iter().enumerate() {
                 let policy = policy_of.get(svc.name.as_str()).copied();
                 let p = policy.map_or(&default_policy, |p| &intent.policies[p]);
                 if !p.ingress.is_empty() && !p.ingress.contains(&node.name) {
                     continue;
                 }
+                count += 1;
                 steering.insert(
                     (node.name.clone(), svc.cs_id),
                     Steering {
@@ -168,7 +170,6 @@ impl Compiler {
                     },
                 );
             }
-            let count = steering.keys().filter(|(n, _)| n == &node.name).count();
             if count > MAX_SERVICES as usize {
                 return Err(CompileError::TooManyServices { node: node.name.clone(), count });
             }
@@ -374,7 +375,8 @@ impl Compiler {
             instances: Vec::new(),
         };
         let full = |count: usize| CompileError::TooManyInstances { node: node.name.clone(), count };
-        for ((_, cs_id), st) in self.steering.iter().filter(|((n, _), _)| n == &node.name) {
+        let mine = (node.name.clone(), 0)..=(node.name.clone(), u16::MAX);
+        for ((_, cs_id), st) in self.steering.range(mine) {
             let svc = &self.intent.services[st.service];
             let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
             let mut weights = Vec::new();
@@ -470,15 +472,15 @@ fn select_for(
     let mut candidates = Vec::new();
     let mut unusable = Vec::new();
     for (inst, route) in svc.instances.iter().zip(&st.routes) {
-        let reason = match route {
-            _ if steer::site_excluded(policy, inst).is_some() => steer::site_excluded(policy, inst),
-            None => Some("no path meets the constraints".to_string()),
-            Some(r) if !steer::fits(&r.segments) => Some(format!(
+        let reason = match (steer::site_excluded(policy, inst), route) {
+            (Some(why), _) => Some(why),
+            (None, None) => Some("no path meets the constraints".to_string()),
+            (None, Some(r)) if !steer::fits(&r.segments) => Some(format!(
                 "needs {} segments, a segment list holds {}",
                 r.segments.len() + 1,
                 cats_common::maps::MAX_SEGMENTS
             )),
-            Some(_) => None,
+            (None, Some(_)) => None,
         };
         match (reason, route) {
             (None, Some(route)) => {

@@ -417,4 +417,4 @@ fn hold(decisions: &mut [Decision], previous: &[Decision], hysteresis: f64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
