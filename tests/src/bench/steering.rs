@@ -61,6 +61,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Instant;
 
+use crate::flags;
 use anyhow::{Context, Result, bail};
 use cats_controller::compile::select;
 use cats_controller::intent::{Objective, Scoring};
@@ -116,27 +117,15 @@ impl Options {
     /// The arguments after `--steering`; `None` after `--help`.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> {
         let mut o = Options::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) => (f.to_string(), Some(v.to_string())),
-                None => (arg.clone(), None),
-            };
-            if flag == "-h" || flag == "--help" {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            if flag == "--what-if" && inline.is_none() {
+        let valued = ["--seed", "--requests", "--period-ms", "--load"];
+        let Some(flags) = flags::read(args, &["--what-if"], &valued, USAGE)? else {
+            return Ok(None);
+        };
+        for (flag, value) in flags {
+            if flag == "--what-if" {
                 o.what_if = true;
                 continue;
             }
-            if !matches!(flag.as_str(), "--seed" | "--requests" | "--period-ms" | "--load") {
-                bail!("unknown argument {arg:?}\n\n{USAGE}");
-            }
-            let Some(value) = inline.or_else(|| it.next()) else {
-                bail!("{flag} needs a value\n\n{USAGE}");
-            };
-            let value = value.replace('_', "");
             let list = || -> Result<Vec<f64>> {
                 value
                     .split(',')

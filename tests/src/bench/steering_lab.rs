@@ -49,6 +49,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::flags;
 use anyhow::{Context, Result, bail};
 use cats_controller::{compile::Selector, intent, netns};
 use cats_lab::client::{ClientConfig, ClientEvent, run_client};
@@ -134,27 +135,15 @@ impl Options {
     /// The arguments after `--steering-lab`; `None` after `--help`.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Options>> {
         let mut o = Options::default();
-        let mut it = args.into_iter();
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) => (f.to_string(), Some(v.to_string())),
-                None => (arg.clone(), None),
-            };
-            if flag == "-h" || flag == "--help" {
-                println!("{USAGE}");
-                return Ok(None);
-            }
-            if flag == "--verbose" && inline.is_none() {
+        let valued = ["--requests", "--load", "--warmup-s", "--selector"];
+        let Some(flags) = flags::read(args, &["--verbose"], &valued, USAGE)? else {
+            return Ok(None);
+        };
+        for (flag, value) in flags {
+            if flag == "--verbose" {
                 o.verbose = true;
                 continue;
             }
-            if !matches!(flag.as_str(), "--requests" | "--load" | "--warmup-s" | "--selector") {
-                bail!("unknown argument {arg:?}\n\n{USAGE}");
-            }
-            let Some(value) = inline.or_else(|| it.next()) else {
-                bail!("{flag} needs a value\n\n{USAGE}");
-            };
-            let value = value.replace('_', "");
             match flag.as_str() {
                 "--requests" => {
                     o.requests = value.parse().context("--requests: not a whole number")?;

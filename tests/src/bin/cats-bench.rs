@@ -43,6 +43,8 @@ mod cases;
 mod compile_scale;
 #[path = "../bench/endpoint.rs"]
 mod endpoint;
+#[path = "../bench/flags.rs"]
+mod flags;
 #[path = "../bench/propagation.rs"]
 mod propagation;
 #[path = "../bench/steering.rs"]
@@ -103,28 +105,17 @@ pub struct Args {
 
 fn parse_args() -> Result<Option<Args>> {
     let mut args = Args { repeat: 1_000_000, calls: 100_000, rounds: 5, throughput: false };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        if flag == "-h" || flag == "--help" {
-            println!("{USAGE}");
-            return Ok(None);
-        }
-        if flag == "--throughput" && inline.is_none() {
+    let valued = ["--repeat", "--calls", "--rounds"];
+    let argv = std::env::args().skip(1);
+    let Some(flags) = flags::read(argv, &["--throughput"], &valued, USAGE)? else {
+        return Ok(None);
+    };
+    for (flag, value) in flags {
+        if flag == "--throughput" {
             args.throughput = true;
             continue;
         }
-        if !matches!(flag.as_str(), "--repeat" | "--calls" | "--rounds") {
-            bail!("unknown argument {arg:?}\n\n{USAGE}");
-        }
-        let Some(value) = inline.or_else(|| it.next()) else {
-            bail!("{flag} needs a number\n\n{USAGE}");
-        };
         let n: u32 = value
-            .replace('_', "")
             .parse()
             .map_err(|_| anyhow::anyhow!("{flag}: {value:?} is not a positive number"))?;
         if n == 0 {
