@@ -1,7 +1,7 @@
 //! The SR domain's SID block (RFC 8754 section 5.1): what a packet from outside the domain
 //! must never be addressed to.
 
-use crate::maps::CONFIG;
+use crate::{maps::CONFIG, packet::eight};
 
 /// Whether `addr` lies in the SID block the agent configured (false while none is).
 #[inline(always)]
@@ -11,19 +11,8 @@ pub fn in_sid_block(addr: &[u8; 16]) -> bool {
     if len == 0 || len > 128 {
         return false;
     }
-    // Two 64-bit halves and masks: no variable indexing for the verifier to doubt.
-    let half = |b: &[u8; 16], i: usize| {
-        u64::from_be_bytes([
-            b[i],
-            b[i + 1],
-            b[i + 2],
-            b[i + 3],
-            b[i + 4],
-            b[i + 5],
-            b[i + 6],
-            b[i + 7],
-        ])
-    };
+    // Two 64-bit halves and masks.
+    let half = |b: &[u8; 16], i: usize| u64::from_be_bytes(eight(b, i));
     let (mask_hi, mask_lo) = if len >= 64 {
         (u64::MAX, if len == 64 { 0 } else { u64::MAX << (128 - len) })
     } else {

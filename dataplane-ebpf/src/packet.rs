@@ -40,22 +40,17 @@ pub enum Family {
 #[derive(Clone, Copy)]
 pub struct Addr([u64; 2]);
 
+/// Bytes `i..i + 8` of an address, by constant indexes (no variable indexing for the
+/// verifier to doubt).
+#[inline(always)]
+pub fn eight(b: &[u8; 16], i: usize) -> [u8; 8] {
+    [b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]]
+}
+
 impl Addr {
     #[inline(always)]
     pub fn from_bytes(b: [u8; 16]) -> Self {
-        let half = |i: usize| {
-            u64::from_ne_bytes([
-                b[i],
-                b[i + 1],
-                b[i + 2],
-                b[i + 3],
-                b[i + 4],
-                b[i + 5],
-                b[i + 6],
-                b[i + 7],
-            ])
-        };
-        Addr([half(0), half(8)])
+        Addr([u64::from_ne_bytes(eight(&b, 0)), u64::from_ne_bytes(eight(&b, 8))])
     }
 
     /// The address in network order, as the maps store it.
