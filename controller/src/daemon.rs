@@ -17,7 +17,10 @@ use crate::{
     compile::{Compiled, Compiler, Metrics, Selector, ServiceDecisions},
     dataplane::program::ensure_bpffs,
     intent::{self, Intent},
-    measure::{self, Gathered, Gatherer, MetricsReport, ProbeConfig, affinity::AffinityReport},
+    measure::{
+        self, Gathered, Gatherer, MetricsReport, ProbeConfig, affinity::AffinityReport,
+        headend_counters::HeadendCounters,
+    },
     paths,
     store::EmbeddedStore,
 };
@@ -132,6 +135,11 @@ pub async fn run(
     info!(nodes = ?served, generation, "controller started");
 
     let mut backups_pending = true;
+    let mut counters = {
+        let (bpffs, scope) =
+            (config.bpffs.clone(), config.netns_prefix.clone().unwrap_or_default());
+        HeadendCounters::new(move |node| paths::node_pins(&bpffs, &scope, node))
+    };
     let mut demand = measure::demand::DemandMeter::default();
     let mut pinned_flows = measure::affinity::AffinityMeter::default();
     let mut intent_error: Option<String> = None;
@@ -182,10 +190,9 @@ pub async fn run(
             }
         }
         gathered = gatherer.gather(&intent, &served);
-        let scope = config.netns_prefix.as_deref().unwrap_or("");
-        let pins_of = |node: &str| paths::node_pins(&config.bpffs, scope, node);
-        let rates = demand.read(compiled.nodes.values(), pins_of, Instant::now());
-        let affinity = pinned_flows.read(compiled.nodes.values(), pins_of, Instant::now()).clone();
+        let rates = demand.read(compiled.nodes.values(), &mut counters, Instant::now());
+        let affinity =
+            pinned_flows.read(compiled.nodes.values(), &mut counters, Instant::now()).clone();
         let shifted = measure::demand::shares_moved(&metrics.ingress_rates, rates, 0.1);
         let mut remeasured = take_metrics(&mut metrics, &gathered);
         if shifted || (remeasured && *rates != metrics.ingress_rates) {

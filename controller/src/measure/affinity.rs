@@ -3,18 +3,15 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use cats_common::counters::Event;
 use serde::Serialize;
 
+use super::headend_counters::HeadendCounters;
 use crate::{
-    dataplane::{
-        affinity::{affinity_evictions, pinned_affinity_occupancy},
-        stats::PinnedCounters,
-    },
+    dataplane::affinity::{affinity_evictions, pinned_affinity_occupancy},
     state::NodeState,
 };
 
@@ -43,12 +40,12 @@ pub struct AffinityMeter {
 }
 
 impl AffinityMeter {
-    /// The latest figures per headend node (pins from `pins_of`); headends whose maps are
-    /// not there yet are left out.
+    /// The latest figures per headend node; headends whose maps are not there yet are left
+    /// out.
     pub fn read<'n>(
         &mut self,
         nodes: impl IntoIterator<Item = &'n NodeState>,
-        pins_of: impl Fn(&str) -> PathBuf,
+        counters: &mut HeadendCounters,
         now: Instant,
     ) -> &BTreeMap<String, AffinityReport> {
         if self.last.is_some_and(|at| now.duration_since(at) < EVERY) {
@@ -58,17 +55,20 @@ impl AffinityMeter {
         let mut seen = std::collections::BTreeSet::new();
         for node in nodes.into_iter().filter(|n| n.headend.is_some()) {
             seen.insert(node.node.clone());
-            let pins = pins_of(&node.node);
+            let pins = counters.pins(&node.node);
+            let Some(open) = counters.get(&node.node) else { continue };
             let read = || -> anyhow::Result<AffinityReport> {
-                let counters = PinnedCounters::open(&pins)?;
-                let pinned = counters.events(Event::AffinityPinned)?;
-                let reset = counters.events(Event::AffinityReset)?;
+                let pinned = open.events(Event::AffinityPinned)?;
+                let reset = open.events(Event::AffinityReset)?;
                 let occupancy = pinned_affinity_occupancy(&pins)?;
                 let evicted = affinity_evictions(pinned, reset, occupancy);
                 Ok(AffinityReport { occupancy, pinned, reset, evicted })
             };
-            if let Ok(report) = read() {
-                self.reports.insert(node.node.clone(), report);
+            match read() {
+                Ok(report) => {
+                    self.reports.insert(node.node.clone(), report);
+                }
+                Err(_) => counters.forget(&node.node),
             }
         }
         self.reports.retain(|node, _| seen.contains(node));

@@ -7,11 +7,11 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     time::{Duration, Instant},
 };
 
-use crate::{dataplane::stats::PinnedCounters, state::NodeState};
+use super::headend_counters::HeadendCounters;
+use crate::state::NodeState;
 
 /// A rate is taken over at least this long, so one poll's jitter does not swing it.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -19,7 +19,6 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// Reads the headends' service counters and keeps the last rates.
 #[derive(Default)]
 pub struct DemandMeter {
-    counters: BTreeMap<String, PinnedCounters>,
     /// Per (ingress, service): when and what the counter was at the start of the window.
     start: BTreeMap<(String, String), (Instant, u64)>,
     /// Per service, per ingress: packets/s over the last full window.
@@ -27,42 +26,37 @@ pub struct DemandMeter {
 }
 
 impl DemandMeter {
-    /// Reads the counters of every headend in `nodes` (pins from `pins_of`) and returns the
-    /// rates of the last full window. Headends whose maps are not there yet are skipped.
+    /// Reads the counters of every headend in `nodes` and returns the rates of the last full
+    /// window. Headends whose maps are not there yet are skipped.
     pub fn read<'n>(
         &mut self,
         nodes: impl IntoIterator<Item = &'n NodeState>,
-        pins_of: impl Fn(&str) -> PathBuf,
+        counters: &mut HeadendCounters,
         now: Instant,
     ) -> &BTreeMap<String, BTreeMap<String, f64>> {
         let mut seen = std::collections::BTreeSet::new();
         for node in nodes {
             let Some(headend) = &node.headend else { continue };
-            if !self.counters.contains_key(&node.node) {
-                match PinnedCounters::open(&pins_of(&node.node)) {
-                    Ok(c) => {
-                        self.counters.insert(node.node.clone(), c);
-                    }
-                    Err(_) => continue, // the agent has not written its maps yet
-                }
-            }
-            let counters = &self.counters[&node.node];
-            for svc in &headend.services {
-                let Ok(counter) = counters.service_counter(svc.slot) else {
-                    // The maps were replaced (re-pinned): open them afresh next time.
-                    self.counters.remove(&node.node);
-                    break;
-                };
+            // Not there: the agent has not written its maps yet.
+            let Some(open) = counters.get(&node.node) else { continue };
+            let read: Result<Vec<u64>, _> = headend
+                .services
+                .iter()
+                .map(|s| open.service_counter(s.slot).map(|c| c.packets))
+                .collect();
+            let Ok(packets) = read else {
+                counters.forget(&node.node);
+                continue;
+            };
+            for (svc, packets) in headend.services.iter().zip(packets) {
                 let key = (node.node.clone(), svc.name.clone());
                 seen.insert(key.clone());
-                let (since, before) =
-                    *self.start.entry(key.clone()).or_insert((now, counter.packets));
+                let (since, before) = *self.start.entry(key.clone()).or_insert((now, packets));
                 let elapsed = now.saturating_duration_since(since);
                 if elapsed >= WINDOW {
-                    let rate =
-                        counter.packets.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+                    let rate = packets.saturating_sub(before) as f64 / elapsed.as_secs_f64();
                     self.rates.entry(svc.name.clone()).or_default().insert(node.node.clone(), rate);
-                    self.start.insert(key, (now, counter.packets));
+                    self.start.insert(key, (now, packets));
                 }
             }
         }

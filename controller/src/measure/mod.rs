@@ -20,6 +20,7 @@ pub mod affinity;
 pub mod dampen;
 pub mod demand;
 pub mod gather;
+pub mod headend_counters;
 pub mod probe;
 pub mod stats;
 
