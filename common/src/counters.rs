@@ -108,5 +108,14 @@ named_index! {
         /// occupancy this gives the LRU's evictions (see the controller's
         /// `dataplane::affinity::affinity_evictions`).
         AffinityPinned = 14 => "affinity_pinned",
+        /// The flow's instance is down over its primary path but answers over its alternate
+        /// (disjoint) path: sent there, the flow keeps its instance.
+        FailoverAlternate = 15 => "failover_alternate",
+        /// The flow's instance is unreachable: the flow was re-pinned to the slot's backup
+        /// instance (once; it stays there when the first instance comes back).
+        FailoverRepinned = 16 => "failover_repinned",
+        /// The flow's instance is unreachable and so is its backup (or it has none): sent on
+        /// the primary path anyway, the instance may be back before the prober notices.
+        FailoverUnavailable = 17 => "failover_unavailable",
     }
 }

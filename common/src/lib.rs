@@ -6,6 +6,7 @@
 
 pub mod counters;
 pub mod flow;
+pub mod health;
 pub mod maps;
 pub mod sid;
 pub mod srh;
@@ -28,5 +29,6 @@ mod pod {
         SidKey,
         SidEntry,
         InterfaceFlags,
+        Failover,
     );
 }

@@ -6,6 +6,9 @@
 //! - `CATS_LOOKUP`    agent writes (Maglev table per service slot); XDP reads on a flow miss.
 //! - `CATS_TARGETS`   agent writes (instance slot -> segment list); XDP reads per packet.
 //! - `CATS_AFFINITY`  XDP writes (flow -> instance pin, LRU); agent reads for dumps.
+//! - `CATS_FAILOVER`  agent writes with the targets (slot -> backup slot, alternate path);
+//!   XDP reads when a slot is down.
+//! - `CATS_HEALTH`    agent's prober writes (slot -> `HEALTH_*` bits); XDP reads per packet.
 //! - `CATS_SIDS`      agent writes (local SIDs and locators, LPM); endpoint XDP reads.
 //! - `CATS_INTERFACES` agent writes (external interfaces); endpoint XDP reads.
 //! - `CATS_*_STATS`, `CATS_DROPS`, `CATS_EVENTS` XDP writes (per CPU); agent sums on read.
@@ -21,6 +24,8 @@ pub const MAP_DROPS: &str = "CATS_DROPS";
 pub const MAP_EVENTS: &str = "CATS_EVENTS";
 pub const MAP_SIDS: &str = "CATS_SIDS";
 pub const MAP_INTERFACES: &str = "CATS_INTERFACES";
+pub const MAP_FAILOVER: &str = "CATS_FAILOVER";
+pub const MAP_HEALTH: &str = "CATS_HEALTH";
 
 /// Name of the headend XDP program in the object file.
 pub const PROG_HEADEND: &str = "cats_headend";
@@ -97,6 +102,25 @@ pub struct InstanceTarget {
     /// In SRH order: `segments[0]` is the last SID (the compute SID), the first SID to visit
     /// is `segments[segment_count - 1]`.
     pub segments: [[u8; 16]; MAX_SEGMENTS],
+}
+
+/// `CATS_HEALTH` bit: the instance does not answer over its primary path (`CATS_TARGETS`).
+/// A slot's word is 0 (healthy) until the agent's prober says otherwise.
+pub const HEALTH_PRIMARY_DOWN: u32 = 1;
+/// `CATS_HEALTH` bit: the instance does not answer over its alternate path either.
+pub const HEALTH_ALTERNATE_DOWN: u32 = 2;
+
+/// What the headend does with an instance slot whose primary path is down.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failover {
+    /// Another instance of the same service that takes this slot's flows while the instance
+    /// is unreachable (flows move to it once and stay); [`NO_INSTANCE`]: none.
+    pub backup_slot: u32,
+    pub _pad: u32,
+    /// The same instance over a path disjoint from the primary one (`segment_count` 0: none):
+    /// tried before the backup instance, so a cut link does not move flows.
+    pub alternate: InstanceTarget,
 }
 
 /// Per-node settings of the headend and endpoint programs.

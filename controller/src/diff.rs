@@ -386,6 +386,8 @@ mod tests {
             cs_id: 1,
             instance_id: id,
             segments: segments.iter().map(|s| ip6(s)).collect(),
+            alternate_segments: Vec::new(),
+            backup_slot: None,
         }
     }
 
@@ -427,6 +429,7 @@ mod tests {
                         InstanceWeight { slot: 0, weight: 500 },
                         InstanceWeight { slot: 1, weight: 500 },
                     ],
+                    health: Default::default(),
                 }],
                 instances: vec![
                     instance("edge1-a", 0, 1, &["fc00:0:3:4001::1"]),

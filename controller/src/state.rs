@@ -111,6 +111,28 @@ pub struct ServiceState {
     pub affinity_timeout_ms: u64,
     /// Weight per instance slot; the agent turns these into a Maglev lookup table.
     pub weights: Vec<InstanceWeight>,
+    /// How the headend's agent probes this service's instances.
+    #[serde(default)]
+    pub health: HealthCheck,
+}
+
+/// BFD-like probing of one service's instances from a headend: every `interval_ms` a probe
+/// goes over each instance's primary and alternate segment lists to `port` of the service
+/// address, and the instance echoes it; `multiplier` probes unanswered in a row mark that
+/// path down (detection time = interval x multiplier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub interval_ms: u32,
+    pub multiplier: u32,
+    /// Destination port of the probes (the service's first port unless set).
+    pub port: u16,
+}
+
+impl Default for HealthCheck {
+    /// 100 ms x 3: a dead path is noticed within 300 ms.
+    fn default() -> Self {
+        HealthCheck { interval_ms: 100, multiplier: 3, port: 7000 }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,4 +178,12 @@ pub struct InstanceState {
     pub instance_id: u32,
     /// In visiting order: first the SIDs to pass through, last the compute SID.
     pub segments: Vec<Ipv6Addr>,
+    /// The same instance over a path disjoint from `segments` (empty: none), used while the
+    /// primary path is down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alternate_segments: Vec<Ipv6Addr>,
+    /// Slot of another instance of the same service that takes this one's flows while it is
+    /// unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_slot: Option<u32>,
 }

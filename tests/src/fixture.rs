@@ -55,6 +55,7 @@ pub fn headend(interface: &str, edge: u32, cloud: u32) -> HeadendState {
                 InstanceWeight { slot: 0, weight: edge },
                 InstanceWeight { slot: 1, weight: cloud },
             ],
+            health: Default::default(),
         }],
         instances: vec![
             InstanceState {
@@ -64,6 +65,8 @@ pub fn headend(interface: &str, edge: u32, cloud: u32) -> HeadendState {
                 cs_id: CS_ID,
                 instance_id: 1,
                 segments: vec![edge_sid()],
+                alternate_segments: Vec::new(),
+                backup_slot: None,
             },
             InstanceState {
                 name: "cloud-a".into(),
@@ -72,6 +75,8 @@ pub fn headend(interface: &str, edge: u32, cloud: u32) -> HeadendState {
                 cs_id: CS_ID,
                 instance_id: 3,
                 segments: vec![core_end_sid(), cloud_sid()],
+                alternate_segments: Vec::new(),
+                backup_slot: None,
             },
         ],
     }

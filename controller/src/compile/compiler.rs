@@ -402,6 +402,8 @@ impl Compiler {
                     cs_id: svc.cs_id,
                     instance_id: inst.id,
                     segments,
+                    alternate_segments: Vec::new(),
+                    backup_slot: None,
                 });
             }
             let count = state.services.len() + 1;
@@ -417,6 +419,7 @@ impl Compiler {
                 flow: policy.affinity.flow,
                 affinity_timeout_ms: policy.affinity.timeout_seconds * 1000,
                 weights,
+                health: Default::default(),
             });
         }
         state.instances.sort_by_key(|i| i.slot);

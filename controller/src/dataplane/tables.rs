@@ -270,6 +270,7 @@ mod tests {
                 flow,
                 affinity_timeout_ms: 30_000,
                 weights: vec![InstanceWeight { slot: 0, weight: 1 }],
+                health: Default::default(),
             }],
             instances: vec![],
         }
