@@ -19,6 +19,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use cats_common::health::is_probe;
 
 use crate::wire::{Reply, Request};
 
@@ -74,55 +75,81 @@ const METRICS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Serves requests on every address in `cfg.listen` until `stop` is set.
 pub fn run_instance(cfg: InstanceConfig, stop: Arc<AtomicBool>) -> Result<()> {
-    if cfg.listen.is_empty() {
-        bail!("instance {}: no listen address", cfg.name);
-    }
-    if !(cfg.tops > 0.0 && cfg.request_cost >= 0.0 && cfg.workers > 0) {
-        bail!("instance {}: need tops > 0, request_cost >= 0 and workers > 0", cfg.name);
-    }
-    // Bound to the specific address, so replies leave from the anycast address they were
-    // sent to (a wildcard socket would pick a source address by route).
-    let sockets = cfg
-        .listen
-        .iter()
-        .map(|addr| {
-            let s = UdpSocket::bind(addr).with_context(|| {
-                format!("instance {}: binding {addr} (is the address on lo?)", cfg.name)
-            })?;
-            s.set_read_timeout(Some(POLL))?;
-            Ok(s)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let state = Shared::new(cfg.workers);
-    let service = cfg.service_time();
+    BoundInstance::bind(cfg)?.serve(|| stop.load(Ordering::Relaxed))
+}
 
-    // Ends this instance's threads: set when `stop` is, or when a receiver fails.
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let mut threads = Vec::new();
-        for (i, sock) in sockets.iter().enumerate() {
-            let (state, done) = (&state, &done);
-            threads.push(s.spawn(move || {
-                let r = receive(i, sock, state, done);
-                done.store(true, Ordering::Relaxed);
-                r
-            }));
+/// An instance whose sockets are bound: datagrams sent to it from now on wait for it (the
+/// kernel no longer refuses them), so a starter can tell when the instance is reachable.
+pub struct BoundInstance {
+    cfg: InstanceConfig,
+    sockets: Vec<UdpSocket>,
+}
+
+impl BoundInstance {
+    pub fn bind(cfg: InstanceConfig) -> Result<Self> {
+        if cfg.listen.is_empty() {
+            bail!("instance {}: no listen address", cfg.name);
         }
-        for w in 0..cfg.workers {
-            let (state, done, sockets, name) = (&state, &done, &sockets, &cfg.name);
-            threads.push(s.spawn(move || serve(w, name, service, sockets, state, done)));
+        if !(cfg.tops > 0.0 && cfg.request_cost >= 0.0 && cfg.workers > 0) {
+            bail!("instance {}: need tops > 0, request_cost >= 0 and workers > 0", cfg.name);
         }
-        let metrics = report_metrics(&cfg, &state, &stop, &done);
-        done.store(true, Ordering::Relaxed);
-        let mut result = metrics;
-        for t in threads {
-            let r = t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("instance thread panicked")));
-            result = result.and(r);
-        }
-        let st = state.lock();
-        tracing::info!(instance = cfg.name, served = st.served, dropped = st.dropped, "stopped");
-        result
-    })
+        // Bound to the specific address, so replies leave from the anycast address they were
+        // sent to (a wildcard socket would pick a source address by route).
+        let sockets = cfg
+            .listen
+            .iter()
+            .map(|addr| {
+                let s = UdpSocket::bind(addr).with_context(|| {
+                    format!("instance {}: binding {addr} (is the address on lo?)", cfg.name)
+                })?;
+                s.set_read_timeout(Some(POLL))?;
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BoundInstance { cfg, sockets })
+    }
+
+    /// Serves until `stopped()` returns true (asked every [`POLL`]); the sockets close on
+    /// return.
+    pub fn serve(self, stopped: impl Fn() -> bool) -> Result<()> {
+        let BoundInstance { cfg, sockets } = self;
+        let state = Shared::new(cfg.workers);
+        let service = cfg.service_time();
+
+        // Ends this instance's threads: set when `stopped()`, or when a receiver fails.
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let mut threads = Vec::new();
+            for (i, sock) in sockets.iter().enumerate() {
+                let (state, done) = (&state, &done);
+                threads.push(s.spawn(move || {
+                    let r = receive(i, sock, state, done);
+                    done.store(true, Ordering::Relaxed);
+                    r
+                }));
+            }
+            for w in 0..cfg.workers {
+                let (state, done, sockets, name) = (&state, &done, &sockets, &cfg.name);
+                threads.push(s.spawn(move || serve(w, name, service, sockets, state, done)));
+            }
+            let metrics = report_metrics(&cfg, &state, &stopped, &done);
+            done.store(true, Ordering::Relaxed);
+            let mut result = metrics;
+            for t in threads {
+                let r =
+                    t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("instance thread panicked")));
+                result = result.and(r);
+            }
+            let st = state.lock();
+            tracing::info!(
+                instance = cfg.name,
+                served = st.served,
+                dropped = st.dropped,
+                "stopped"
+            );
+            result
+        })
+    }
 }
 
 /// A request waiting for a worker.
@@ -183,6 +210,12 @@ fn receive(socket: usize, sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) 
             Err(e) => return Err(e).context("receiving requests"),
         };
         let arrived = Instant::now();
+        // A health probe is answered here, ahead of the queue: it asks whether the path and the
+        // process are alive, not how loaded the instance is, and it is nobody's demand.
+        if is_probe(&buf[..n]) {
+            let _ = sock.send_to(&buf[..n], peer);
+            continue;
+        }
         let Some(req) = Request::decode(&buf[..n]) else { continue };
         // Requests from this host itself are another tenant's load (the lab's load events):
         // they use the compute, so they show in the utilisation, but they are not this
@@ -262,16 +295,16 @@ fn sleep_until(t: Instant, stop: &AtomicBool) {
     }
 }
 
-/// Writes the metrics file every second until `stop` or `done`; just waits if there is no file.
+/// Writes the metrics file every second until `stop()` or `done`; just waits if there is no file.
 fn report_metrics(
     cfg: &InstanceConfig,
     shared: &Shared,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
     done: &AtomicBool,
 ) -> Result<()> {
     let mut last = Sample { at: Instant::now(), busy: Duration::ZERO, received: 0 };
     let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) && !done.load(Ordering::Relaxed) {
+    while !stop() && !done.load(Ordering::Relaxed) {
         if Instant::now() >= next {
             let (m, now) = snapshot(cfg, shared, &mut last);
             if let Some(path) = &cfg.metrics_file {
@@ -342,7 +375,97 @@ fn micros(d: Duration) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use cats_common::health::{Probe, ProbePath};
+
     use super::*;
+    use crate::netns::{Namespace, unique_name};
+
+    fn probe(seq: u64) -> [u8; cats_common::health::PROBE_LEN] {
+        Probe { slot: 3, path: ProbePath::Alternate, seq }.encode()
+    }
+
+    #[test]
+    fn a_probe_is_echoed_at_once_even_while_the_worker_is_busy() {
+        // A port the kernel just handed out is free for the instance (UDP has no TIME_WAIT).
+        let addr = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let cfg = InstanceConfig {
+            name: "slow".into(),
+            listen: vec![addr],
+            tops: 1.0,
+            request_cost: 0.5, // 500 ms per request
+            workers: 1,
+            metrics_file: None,
+        };
+        let instance = BoundInstance::bind(cfg).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let server = std::thread::spawn(move || instance.serve(|| flag.load(Ordering::Relaxed)));
+
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let req = Request { flow: 1, seq: 9, sent_ns: 0 };
+        client.send(&req.encode()).unwrap();
+        // Almost a probe (one byte short): neither echoed nor a request.
+        client.send(&probe(1)[..23]).unwrap();
+        let sent = Instant::now();
+        client.send(&probe(2)).unwrap();
+
+        let mut buf = [0u8; 512];
+        let n = client.recv(&mut buf).unwrap();
+        let echoed = sent.elapsed();
+        assert_eq!(&buf[..n], &probe(2), "the probe comes back byte for byte");
+        assert!(echoed < Duration::from_millis(200), "echo took {echoed:?} behind a request");
+        let n = client.recv(&mut buf).unwrap();
+        let reply = Reply::decode(&buf[..n]).expect("then the request's reply");
+        assert_eq!((reply.flow, reply.seq, reply.instance.as_str()), (1, 9, "slow"));
+        client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        assert!(client.recv(&mut buf).is_err(), "nothing else comes back");
+
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn probes_are_neither_queued_nor_counted_as_demand() {
+        // Two addresses of one namespace: the instance counts requests from any address but
+        // its own and loopback ones as demand, so the client needs one of each.
+        let ns = Namespace::create(&unique_name("inst")).unwrap();
+        ns.ip(&["addr", "add", "10.77.0.1/32", "dev", "lo"]).unwrap();
+        ns.ip(&["addr", "add", "10.77.0.2/32", "dev", "lo"]).unwrap();
+        let (server, client) = cats_controller::netns::run_in(&ns.path(), || {
+            let server = UdpSocket::bind("10.77.0.1:7000")?;
+            server.set_read_timeout(Some(POLL))?;
+            let client = UdpSocket::bind("10.77.0.2:0")?;
+            client.connect("10.77.0.1:7000")?;
+            client.set_read_timeout(Some(Duration::from_secs(2)))?;
+            Ok((server, client))
+        })
+        .unwrap();
+        let shared = Shared::new(1);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let receiver = s.spawn(|| receive(0, &server, &shared, &done));
+            let mut buf = [0u8; 512];
+            for seq in 0..3 {
+                client.send(&probe(seq)).unwrap();
+                let n = client.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &probe(seq));
+            }
+            client.send(&Request { flow: 4, seq: 0, sent_ns: 0 }.encode()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while shared.lock().queue.is_empty() {
+                assert!(Instant::now() < deadline, "the request never got queued");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done.store(true, Ordering::Relaxed);
+            receiver.join().unwrap().unwrap();
+        });
+        let st = shared.lock();
+        assert_eq!(st.received, 1, "only the request is demand");
+        assert_eq!(st.queue.len(), 1);
+        assert_eq!(st.queue[0].req.flow, 4);
+    }
 
     #[test]
     fn report_counts_requests_received_per_second_and_the_capacity() {
