@@ -14,8 +14,8 @@ use cats_common::{
 };
 
 use crate::{
-    counters, domain, encap, forward,
-    maps::{AFFINITY, LOOKUP, SERVICES, TARGETS},
+    counters, domain, encap, failover, forward,
+    maps::{AFFINITY, FAILOVER, LOOKUP, SERVICES, TARGETS},
     packet::{self, Family, Packet, Ports},
 };
 
@@ -45,14 +45,24 @@ pub fn steer(ctx: &XdpContext) -> Result<u32, DropReason> {
 
     let key = flow_key(&pkt, ports, &service);
     let hash = hash_of(&key);
-    let instance_slot = pin(&key, hash, &service)?;
+    let pinned = pin(&key, hash, &service)?;
+    let choice = failover::resolve(pinned);
+    let instance_slot = choice.slot();
+    if instance_slot != pinned {
+        repin(&key, instance_slot);
+    }
     // Deleting after the pick keeps `pin` simple; a RST of a flow without a pin makes one and
     // deletes it at once, counted by both `affinity_pinned` and `affinity_reset`, so the
     // eviction count (pinned - reset - occupancy) stays right.
     if ends_connection(ctx, &pkt, &service) {
         unpin(&key);
     }
-    let target = TARGETS.get(instance_slot).ok_or(DropReason::NoSegments)?;
+    // A pointer into the map value: a segment list is too big to copy onto the stack.
+    let target = if choice.via_alternate() {
+        &FAILOVER.get(instance_slot).ok_or(DropReason::NoSegments)?.alternate
+    } else {
+        TARGETS.get(instance_slot).ok_or(DropReason::NoSegments)?
+    };
 
     packet::decrement_hop_limit(ctx, pkt.family)?;
     encap::push(ctx, &pkt, target, hash)?;
@@ -204,6 +214,17 @@ fn pin(key: &FlowKey, hash: u32, service: &ServiceEntry) -> Result<u32, DropReas
         }
     }
     Ok(slot)
+}
+
+/// Moves a flow's pin to the backup slot failover chose: the flow stays there even after its
+/// first instance is back (its connection now lives there). A new flow's pin was made a
+/// moment ago by `pin`, so it too ends up pinned straight to the backup.
+#[inline(always)]
+fn repin(key: &FlowKey, slot: u32) {
+    if let Some(entry) = AFFINITY.get_ptr_mut(key) {
+        // SAFETY: a live map value; a concurrent update of the same flow writes the same slot.
+        unsafe { (*entry).instance_slot = slot };
+    }
 }
 
 /// Deletes a flow's pin, counting it when it was there.

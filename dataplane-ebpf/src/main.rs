@@ -9,6 +9,7 @@ mod counters;
 mod domain;
 mod encap;
 mod endpoint;
+mod failover;
 mod forward;
 mod headend;
 mod headers;

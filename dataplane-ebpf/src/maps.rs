@@ -26,6 +26,12 @@ pub static LOOKUP: Array<u32> = Array::with_max_entries(MAX_SERVICES * LOOKUP_TA
 #[map(name = "CATS_TARGETS")]
 pub static TARGETS: Array<InstanceTarget> = Array::with_max_entries(MAX_INSTANCES, 0);
 
+#[map(name = "CATS_FAILOVER")]
+pub static FAILOVER: Array<Failover> = Array::with_max_entries(MAX_INSTANCES, 0);
+
+#[map(name = "CATS_HEALTH")]
+pub static HEALTH: Array<u32> = Array::with_max_entries(MAX_INSTANCES, 0);
+
 #[map(name = "CATS_AFFINITY")]
 pub static AFFINITY: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(AFFINITY_TABLE_SIZE, 0);

@@ -2,6 +2,7 @@
 //! headend's desired state into the maps, and reading the counters back.
 
 pub mod affinity;
+pub mod health;
 pub mod maglev;
 pub mod program;
 pub mod sids;

@@ -16,9 +16,9 @@ use aya::{
     },
 };
 use cats_common::maps::{
-    MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_INSTANCE_STATS, MAP_INTERFACES,
-    MAP_LOOKUP, MAP_SERVICE_STATS, MAP_SERVICES, MAP_SIDS, MAP_TARGETS, PROG_ENDPOINT,
-    PROG_HEADEND, PROG_PASS,
+    MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_FAILOVER, MAP_HEALTH, MAP_INSTANCE_STATS,
+    MAP_INTERFACES, MAP_LOOKUP, MAP_SERVICE_STATS, MAP_SERVICES, MAP_SIDS, MAP_TARGETS,
+    PROG_ENDPOINT, PROG_HEADEND, PROG_PASS,
 };
 use tracing::{debug, info};
 
@@ -26,11 +26,13 @@ use tracing::{debug, info};
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cats-dataplane"));
 
 /// Every map of the object, for pinning.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_SERVICES,
     MAP_LOOKUP,
     MAP_TARGETS,
+    MAP_FAILOVER,
+    MAP_HEALTH,
     MAP_AFFINITY,
     MAP_SERVICE_STATS,
     MAP_INSTANCE_STATS,

@@ -3,11 +3,12 @@
 //! Order matters because the program reads the maps while we write them: targets first (new
 //! instances become reachable), then lookup tables (flows may pick them), then service entries
 //! (traffic may match), and only then removal of what is no longer wanted. A packet therefore
-//! never meets a service whose table points at a missing target.
+//! never meets a service whose table points at a missing target. Failover entries are written
+//! right after the targets, so a slot that flows can pick already has its backup and alternate.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
 };
 
 use anyhow::{Context, Result, bail};
@@ -15,14 +16,14 @@ use aya::maps::{Array, HashMap, MapData};
 use cats_common::{
     flow::FlowDefinition as WireFlow,
     maps::{
-        BY_PORT, HeadendConfig, InstanceTarget, LOOKUP_TABLE_SIZE, MAP_CONFIG, MAP_LOOKUP,
-        MAP_SERVICES, MAP_TARGETS, MAX_INSTANCES, MAX_SEGMENTS, MAX_SERVICES, ServiceEntry,
-        ServiceKey,
+        BY_PORT, Failover, HeadendConfig, InstanceTarget, LOOKUP_TABLE_SIZE, MAP_CONFIG,
+        MAP_FAILOVER, MAP_LOOKUP, MAP_SERVICES, MAP_TARGETS, MAX_INSTANCES, MAX_SEGMENTS,
+        MAX_SERVICES, NO_INSTANCE, ServiceEntry, ServiceKey,
     },
 };
 
 use super::{Dataplane, maglev};
-use crate::state::{FlowDefinition, HeadendState, ServiceState};
+use crate::state::{FlowDefinition, HeadendState, InstanceState, ServiceState};
 
 /// Outer hop limit of encapsulated packets (what Linux uses for its own seg6 encap by default).
 pub const OUTER_HOP_LIMIT: u8 = 64;
@@ -104,14 +105,18 @@ impl Ord for KeyOrd {
 }
 
 /// The map value for one instance: its segment list in SRH order.
-pub fn target(instance: &crate::state::InstanceState) -> Result<InstanceTarget> {
-    let n = instance.segments.len();
+pub fn target(instance: &InstanceState) -> Result<InstanceTarget> {
+    segment_list(instance, &instance.segments, "segments")
+}
+
+fn segment_list(instance: &InstanceState, list: &[Ipv6Addr], what: &str) -> Result<InstanceTarget> {
+    let n = list.len();
     if n == 0 || n > MAX_SEGMENTS {
-        bail!("instance {} has {n} segments; the headend takes 1 to {MAX_SEGMENTS}", instance.name);
+        bail!("instance {} has {n} {what}; the headend takes 1 to {MAX_SEGMENTS}", instance.name);
     }
     let mut segments = [[0u8; 16]; MAX_SEGMENTS];
     // SRH order is reversed: the last SID to visit is entry 0.
-    for (i, sid) in instance.segments.iter().rev().enumerate() {
+    for (i, sid) in list.iter().rev().enumerate() {
         segments[i] = sid.octets();
     }
     Ok(InstanceTarget {
@@ -121,6 +126,59 @@ pub fn target(instance: &crate::state::InstanceState) -> Result<InstanceTarget> 
         _pad: 0,
         segments,
     })
+}
+
+/// An instance slot without a segment list (and the alternate of one without an alternate).
+const EMPTY_TARGET: InstanceTarget = InstanceTarget {
+    instance_id: 0,
+    cs_id: 0,
+    segment_count: 0,
+    _pad: 0,
+    segments: [[0; 16]; MAX_SEGMENTS],
+};
+
+/// What a slot no longer in use holds: the array's initial value. The headend never reads it
+/// (a pin to such a slot is orphaned and re-picked first, and a backup is an instance in use).
+const CLEARED_FAILOVER: Failover = Failover { backup_slot: 0, _pad: 0, alternate: EMPTY_TARGET };
+
+/// The failover entry of one instance of `state`: its alternate path (none: segment count 0)
+/// and its backup's slot (none: `NO_INSTANCE`), which must be another instance of the same
+/// service at this headend.
+pub fn failover(state: &HeadendState, instance: &InstanceState) -> Result<Failover> {
+    let alternate = if instance.alternate_segments.is_empty() {
+        EMPTY_TARGET
+    } else {
+        segment_list(instance, &instance.alternate_segments, "alternate segments")?
+    };
+    let backup_slot = match instance.backup_slot {
+        None => NO_INSTANCE,
+        Some(slot) if slot >= MAX_INSTANCES => bail!(
+            "instance {} has backup slot {slot} but the headend holds {MAX_INSTANCES}",
+            instance.name
+        ),
+        Some(slot) if slot == instance.slot => {
+            bail!("instance {} names its own slot {slot} as its backup", instance.name)
+        }
+        Some(slot) => {
+            let Some(backup) = state.instances.iter().find(|i| i.slot == slot) else {
+                bail!(
+                    "instance {} has backup slot {slot}, which is no instance of this headend",
+                    instance.name
+                );
+            };
+            if backup.service != instance.service {
+                bail!(
+                    "instance {} of {} has backup {} of another service ({})",
+                    instance.name,
+                    instance.service,
+                    backup.name,
+                    backup.service
+                );
+            }
+            slot
+        }
+    };
+    Ok(Failover { backup_slot, _pad: 0, alternate })
 }
 
 /// The Maglev table of one service.
@@ -144,6 +202,8 @@ pub fn lookup_table(state: &HeadendState, svc: &ServiceState) -> Vec<u32> {
 pub struct TableChanges {
     pub targets_written: usize,
     pub targets_cleared: usize,
+    pub failovers_written: usize,
+    pub failovers_cleared: usize,
     pub services_written: usize,
     pub services_removed: usize,
     pub lookup_slots_changed: usize,
@@ -179,6 +239,11 @@ impl Dataplane {
                 Ok((i.slot, target(i)?))
             })
             .collect::<Result<_>>()?;
+        let failovers: Vec<(u32, Failover)> = state
+            .instances
+            .iter()
+            .map(|i| Ok((i.slot, failover(state, i)?)))
+            .collect::<Result<_>>()?;
         let services = service_entries(state)?;
         let tables: Vec<(u32, Vec<u32>)> =
             state.services.iter().map(|s| (s.slot, lookup_table(state, s))).collect();
@@ -198,6 +263,14 @@ impl Dataplane {
             if target_map.get(slot, 0)? != *t {
                 target_map.set(*slot, t, 0)?;
                 changes.targets_written += 1;
+            }
+        }
+        let mut failover_map: Array<&mut MapData, Failover> =
+            Array::try_from(ebpf.map_mut(MAP_FAILOVER).context("no failover map")?)?;
+        for (slot, f) in &failovers {
+            if failover_map.get(slot, 0)? != *f {
+                failover_map.set(*slot, f, 0)?;
+                changes.failovers_written += 1;
             }
         }
 
@@ -236,17 +309,18 @@ impl Dataplane {
         // targets that no service uses so stale flow pins re-pick.
         let mut target_map: Array<&mut MapData, InstanceTarget> =
             Array::try_from(ebpf.map_mut(MAP_TARGETS).context("no targets map")?)?;
-        let empty = InstanceTarget {
-            instance_id: 0,
-            cs_id: 0,
-            segment_count: 0,
-            _pad: 0,
-            segments: [[0; 16]; MAX_SEGMENTS],
-        };
         for slot in 0..MAX_INSTANCES {
             if !wanted.contains(&slot) && target_map.get(&slot, 0)?.segment_count != 0 {
-                target_map.set(slot, empty, 0)?;
+                target_map.set(slot, EMPTY_TARGET, 0)?;
                 changes.targets_cleared += 1;
+            }
+        }
+        let mut failover_map: Array<&mut MapData, Failover> =
+            Array::try_from(ebpf.map_mut(MAP_FAILOVER).context("no failover map")?)?;
+        for slot in 0..MAX_INSTANCES {
+            if !wanted.contains(&slot) && failover_map.get(&slot, 0)? != CLEARED_FAILOVER {
+                failover_map.set(slot, CLEARED_FAILOVER, 0)?;
+                changes.failovers_cleared += 1;
             }
         }
         Ok(changes)
@@ -300,6 +374,55 @@ mod tests {
         }
         let by_address = entries[&key(address, 0, 0)];
         assert_eq!((by_address.slot, by_address.port_group), (BY_PORT, 0));
+    }
+
+    fn instance(name: &str, slot: u32, service: &str, backup_slot: Option<u32>) -> InstanceState {
+        InstanceState {
+            name: name.into(),
+            slot,
+            service: service.into(),
+            cs_id: 7,
+            instance_id: slot + 1,
+            segments: vec!["fc00:0:3:e007::".parse().unwrap()],
+            alternate_segments: Vec::new(),
+            backup_slot,
+        }
+    }
+
+    #[test]
+    fn failover_entries_carry_the_alternate_in_srh_order_and_the_backup_slot() {
+        let mut state = service(FlowDefinition::FiveTuple, vec![]);
+        let mut a = instance("a", 0, "calls", Some(4));
+        a.alternate_segments =
+            vec!["fc00:0:2::".parse().unwrap(), "fc00:0:3:e007::".parse().unwrap()];
+        state.instances = vec![a.clone(), instance("b", 4, "calls", None)];
+        let f = failover(&state, &a).unwrap();
+        assert_eq!(f.backup_slot, 4);
+        assert_eq!((f.alternate.instance_id, f.alternate.cs_id), (1, 7));
+        assert_eq!(f.alternate.segment_count, 2);
+        assert_eq!(f.alternate.segments[0], a.alternate_segments[1].octets(), "the last SID first");
+        assert_eq!(f.alternate.segments[1], a.alternate_segments[0].octets());
+        let b = failover(&state, &state.instances[1]).unwrap();
+        assert_eq!((b.backup_slot, b.alternate), (NO_INSTANCE, EMPTY_TARGET));
+    }
+
+    #[test]
+    fn a_backup_must_be_another_instance_of_the_same_service_here() {
+        let mut state = service(FlowDefinition::FiveTuple, vec![]);
+        state.instances = vec![instance("b", 4, "calls", None), instance("x", 5, "other", None)];
+        for (backup, says) in [
+            (MAX_INSTANCES, "backup slot 1024 but the headend holds 1024"),
+            (9, "backup slot 9, which is no instance of this headend"),
+            (0, "names its own slot 0 as its backup"),
+            (5, "has backup x of another service (other)"),
+        ] {
+            let error = failover(&state, &instance("a", 0, "calls", Some(backup))).unwrap_err();
+            assert!(error.to_string().contains(says), "{error}");
+        }
+        let mut too_long = instance("a", 0, "calls", None);
+        too_long.alternate_segments = vec!["fc00:0:2::".parse().unwrap(); MAX_SEGMENTS + 1];
+        let error = failover(&state, &too_long).unwrap_err();
+        assert!(error.to_string().contains("7 alternate segments"), "{error}");
     }
 
     #[test]
