@@ -81,3 +81,30 @@ pub fn headend(interface: &str, edge: u32, cloud: u32) -> HeadendState {
         ],
     }
 }
+
+/// The second instance on the edge node (instance 2): reached like edge1-a, one segment.
+pub fn edge_b_sid() -> Ipv6Addr {
+    sid::compute_sid(BLOCK, 3, false, CS_ID, 2).into()
+}
+
+/// [`headend`] (edge weight 1, cloud 0) with failover: edge1-a (slot 0) has an alternate path
+/// through the core (core End SID, then its compute SID) and edge1-b (slot 2, weight 0) as its
+/// backup; edge1-b has an alternate through the core too and no backup; cloud-a has neither.
+pub fn headend_with_failover(interface: &str) -> HeadendState {
+    let mut state = headend(interface, 1, 0);
+    state.services[0].weights.push(InstanceWeight { slot: 2, weight: 0 });
+    let edge = &mut state.instances[0];
+    edge.alternate_segments = vec![core_end_sid(), edge_sid()];
+    edge.backup_slot = Some(2);
+    state.instances.push(InstanceState {
+        name: "edge1-b".into(),
+        slot: 2,
+        service: "plate-recognition".into(),
+        cs_id: CS_ID,
+        instance_id: 2,
+        segments: vec![edge_b_sid()],
+        alternate_segments: vec![core_end_sid(), edge_b_sid()],
+        backup_slot: None,
+    });
+    state
+}
