@@ -195,6 +195,14 @@ pub async fn run(
             pinned_flows.read(compiled.nodes.values(), &mut counters, Instant::now()).clone();
         let shifted = measure::demand::shares_moved(&metrics.ingress_rates, rates, 0.1);
         let mut remeasured = take_metrics(&mut metrics, &gathered);
+        // What the headends' probers cannot reach gets no new flows (the headends already
+        // moved the flows it had).
+        let unreachable = unreachable_by_ingress(&statuses);
+        if metrics.unreachable != unreachable {
+            info!(?unreachable, "instance reachability changed; recompiling");
+            metrics.unreachable = unreachable;
+            remeasured = true;
+        }
         if shifted || (remeasured && *rates != metrics.ingress_rates) {
             metrics.ingress_rates = rates.clone();
             remeasured = true;
@@ -221,7 +229,22 @@ pub async fn run(
             backups_pending = true;
         }
         if backups_pending {
-            backups_pending = compiler.fill_backups(BACKUP_BUDGET);
+            // Backups become the headends' alternate paths and backup instances.
+            match compiler.fill_backups(BACKUP_BUDGET, generation + 1) {
+                Ok((pending, nodes)) => {
+                    backups_pending = pending;
+                    if !nodes.is_empty() {
+                        generation += 1;
+                        compiled = compiler.compiled();
+                        publish(&store, &compiled, &served, config.state_dir.as_deref());
+                    }
+                }
+                Err(e) => {
+                    error!("filling in backups failed, running state unchanged: {e}");
+                    compile_error = Some(e.to_string());
+                    backups_pending = false;
+                }
+            }
             compiled.decisions = compiler.decisions();
         }
         if let Some(path) = &config.status_file {
@@ -264,6 +287,26 @@ fn start_measurement(config: &DaemonConfig, intent: &Intent, served: &[String]) 
         config.metrics_dir.as_deref(),
         ProbeConfig::default(),
     )
+}
+
+/// Per ingress node, the instances its health prober finds unreachable.
+fn unreachable_by_ingress(
+    statuses: &BTreeMap<String, SharedStatus>,
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+    statuses
+        .iter()
+        .filter_map(|(node, s)| {
+            let s = s.lock().expect("status lock");
+            let down = s
+                .health
+                .as_ref()?
+                .unreachable
+                .iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>();
+            (!down.is_empty()).then(|| (node.clone(), down))
+        })
+        .collect()
 }
 
 /// Takes the new reading as the metrics to compile with if it differs enough from `used`.

@@ -14,9 +14,14 @@ use cats_common::maps::{PROG_ENDPOINT, PROG_HEADEND};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::kernel::Kernel;
+use tokio::sync::watch;
+
+use super::{
+    health::{self, HealthReport, HealthSink},
+    kernel::Kernel,
+};
 use crate::{
-    dataplane::Dataplane,
+    dataplane::{Dataplane, health::HealthMap},
     state::{NodeState, SidBehavior},
     store::Watch,
 };
@@ -41,6 +46,9 @@ pub struct AgentStatus {
     pub applied_generation: Option<u64>,
     pub attached: Vec<String>,
     pub last_error: Option<String>,
+    /// The headend's health prober: per probed path, and unreachable instances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthReport>,
 }
 
 pub type SharedStatus = Arc<Mutex<AgentStatus>>;
@@ -65,11 +73,25 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
         let kernel = Kernel::connect()?;
         let mut dataplane = Dataplane::load(Some(&config.pins))
             .with_context(|| format!("loading the dataplane of {}", config.node))?;
+        // The prober probes what the maps hold: it gets each headend state once applied.
+        let (applied_tx, applied_rx) = watch::channel(None);
+        let health = HealthMap::take(&mut dataplane)?;
+        let prober_status = status.clone();
+        let node = config.node.clone();
+        tokio::spawn(async move {
+            let report = move |r: HealthReport| {
+                prober_status.lock().expect("status lock").health = Some(r);
+            };
+            if let Err(e) = health::run(applied_rx, health, report).await {
+                warn!(node = %node, error = %format!("{e:#}"), "health prober stopped");
+            }
+        });
         loop {
             let state = desired.borrow_and_update().clone();
             if let Some(state) = state {
                 match apply(&kernel, &mut dataplane, &state).await {
                     Ok(attached) => {
+                        applied_tx.send_replace(state.headend.clone().map(Arc::new));
                         let mut s = status.lock().expect("status lock");
                         s.applied_generation = Some(state.generation);
                         s.attached = attached;
@@ -142,4 +164,14 @@ async fn apply(
         info!(node = %state.node, interface = %gone, "headend detached");
     }
     Ok(attached)
+}
+
+impl HealthSink for HealthMap {
+    fn write(&mut self, slot: u32, bits: u32) -> Result<()> {
+        self.set(slot, bits)
+    }
+
+    fn read(&self, slot: u32) -> u32 {
+        self.get(slot).unwrap_or(0)
+    }
 }

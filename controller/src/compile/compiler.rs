@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     intent::{Intent, Role, SteeringPolicy, Underlay},
-    state::{HeadendState, InstanceState, InstanceWeight, NodeState, ServiceState},
+    state::{HeadendState, HealthCheck, InstanceState, InstanceWeight, NodeState, ServiceState},
 };
 
 /// One ingress's steering of one service.
@@ -238,19 +238,33 @@ impl Compiler {
     }
 
     /// Computes the disjoint backup paths of the instances that receive flows and have none
-    /// yet, until `budget` is spent. Returns whether any is still missing. Backups cost a
-    /// constrained search each (seconds in all at 10,000 nodes), so the daemon spreads them
-    /// over its polls instead of delaying the weights; the dataplane does not use them yet.
-    pub fn fill_backups(&mut self, budget: Duration) -> bool {
+    /// yet, until `budget` is spent, and gives each its segment list: the headend's alternate
+    /// path to the same instance. Backups cost a constrained search each (seconds in all at
+    /// 10,000 nodes), so the daemon spreads them over its polls instead of delaying the
+    /// weights. Returns whether any is still missing, and the nodes whose state changed
+    /// (stamped with `generation`).
+    pub fn fill_backups(
+        &mut self,
+        budget: Duration,
+        generation: u64,
+    ) -> Result<(bool, Vec<String>), CompileError> {
         let start = Instant::now();
-        let Some(te) = self.te.as_ref() else { return false };
-        for st in self.steering.values_mut() {
+        let Some(te) = self.te.as_ref() else { return Ok((false, Vec::new())) };
+        let underlays = Underlays {
+            intent: &self.intent,
+            igp: &mut self.igp,
+            links_by_node: &self.links_by_node,
+        };
+        let mut pending = false;
+        let mut touched = BTreeSet::new();
+        'all: for st in self.steering.values_mut() {
             let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
             let svc = &self.intent.services[st.service];
             let mut avoid = None;
             for d in st.decisions.iter_mut().filter(|d| d.weight > 0 && d.backup_path.is_none()) {
                 if start.elapsed() >= budget {
-                    return true;
+                    pending = true;
+                    break 'all;
                 }
                 let Some(i) = svc.instances.iter().position(|i| i.name == d.instance) else {
                     continue;
@@ -269,11 +283,20 @@ impl Compiler {
                     .iter()
                     .filter_map(|w| te.graph.node_id(w))
                     .collect();
-                d.backup_path =
-                    route.backup(te, &waypoints, avoid).map(|(p, _)| steer::names(&te.graph, p));
+                let Some((backup, _)) = route.backup(te, &waypoints, avoid).cloned() else {
+                    continue;
+                };
+                d.backup_path = Some(steer::names(&te.graph, &backup));
+                let segments = steer::segments_along(&backup, &waypoints, underlays.igp);
+                if steer::fits(&segments) {
+                    let inst = &svc.instances[i];
+                    route.alternate_sids =
+                        Some(steer::segment_list(&underlays, &segments, svc, inst));
+                    touched.insert(st.ingress);
+                }
             }
         }
-        false
+        Ok((pending, self.reassemble(touched, generation)?))
     }
 
     /// Whether some weights were held back by a hold-down that is over at `now_ms`: the
@@ -312,6 +335,7 @@ impl Compiler {
                         metrics.instances.get(&i.name) != self.metrics.instances.get(&i.name)
                     }) || metrics.ingress_rates.get(&svc.name)
                         != self.metrics.ingress_rates.get(&svc.name)
+                        || metrics.unreachable != self.metrics.unreachable
                 })
                 .map(|(s, _)| s)
                 .collect()
@@ -344,8 +368,17 @@ impl Compiler {
             touched.insert(st.ingress);
         }
 
+        self.reassemble(touched, generation)
+    }
+
+    /// Re-assembles the headends of `ingresses` and returns the nodes whose state changed.
+    fn reassemble(
+        &mut self,
+        ingresses: BTreeSet<NodeId>,
+        generation: u64,
+    ) -> Result<Vec<String>, CompileError> {
         let mut changed = Vec::new();
-        for ingress in touched {
+        for ingress in ingresses {
             let name = self.intent.topology.nodes[ingress as usize].name.clone();
             let mut slots = self.slots.remove(&name).unwrap_or_default();
             let headend = self.headend(ingress, &mut slots);
@@ -379,21 +412,27 @@ impl Compiler {
         for ((_, cs_id), st) in self.steering.range(mine) {
             let svc = &self.intent.services[st.service];
             let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
+            let mut instance_slots = Vec::new();
+            for inst in &svc.instances {
+                let count = state.instances.len() + instance_slots.len() + 1;
+                let slot =
+                    slots.instances.get(&(*cs_id, inst.id), MAX_INSTANCES).ok_or(full(count))?;
+                instance_slots.push(slot);
+            }
             let mut weights = Vec::new();
             for (k, inst) in svc.instances.iter().enumerate() {
-                let route = st.routes.get(k).and_then(Option::as_ref);
+                let route =
+                    st.routes.get(k).and_then(Option::as_ref).filter(|r| steer::fits(&r.segments));
                 let weight =
                     st.decisions.iter().find(|d| d.instance == inst.name).map_or(0, |d| d.weight);
-                let segments = match route.filter(|r| steer::fits(&r.segments)) {
+                let segments = match route {
                     Some(route) => route.sids.clone(),
                     None => {
                         let egress = self.intent.node(&inst.node).expect("validated: node");
                         vec![addr::compute_sid(topo, egress.index, false, svc.cs_id, inst.id)]
                     }
                 };
-                let count = state.instances.len() + 1;
-                let slot =
-                    slots.instances.get(&(*cs_id, inst.id), MAX_INSTANCES).ok_or(full(count))?;
+                let slot = instance_slots[k];
                 weights.push(InstanceWeight { slot, weight });
                 state.instances.push(InstanceState {
                     name: inst.name.clone(),
@@ -402,8 +441,10 @@ impl Compiler {
                     cs_id: svc.cs_id,
                     instance_id: inst.id,
                     segments,
-                    alternate_segments: Vec::new(),
-                    backup_slot: None,
+                    alternate_segments: route
+                        .and_then(|r| r.alternate_sids.clone())
+                        .unwrap_or_default(),
+                    backup_slot: self.backup_of(st, k).map(|j| instance_slots[j]),
                 });
             }
             let count = state.services.len() + 1;
@@ -419,11 +460,47 @@ impl Compiler {
                 flow: policy.affinity.flow,
                 affinity_timeout_ms: policy.affinity.timeout_seconds * 1000,
                 weights,
-                health: Default::default(),
+                health: HealthCheck {
+                    interval_ms: policy.health.interval_ms,
+                    multiplier: policy.health.multiplier,
+                    port: policy.health.port.or(svc.ports.first().map(|p| p.port)).unwrap_or(7000),
+                },
             });
         }
         state.instances.sort_by_key(|i| i.slot);
         Ok(state)
+    }
+}
+
+impl Compiler {
+    /// The instance (by position in the service) that takes instance `k`'s flows at this
+    /// ingress while `k` is unreachable: one that may take flows at all (a path, not
+    /// draining, answering probes, on an allowed site), preferably on another node (a node
+    /// failure takes both otherwise), with weight, and with the lowest predicted completion.
+    fn backup_of(&self, st: &Steering, k: usize) -> Option<usize> {
+        let svc = &self.intent.services[st.service];
+        let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
+        let ingress = &self.intent.topology.nodes[st.ingress as usize].name;
+        let usable = |j: usize| {
+            let inst = &svc.instances[j];
+            st.routes.get(j).and_then(Option::as_ref).is_some_and(|r| steer::fits(&r.segments))
+                && steer::site_excluded(policy, inst).is_none()
+                && !inst.drain
+                && !self.metrics.is_unreachable(ingress, &inst.name)
+        };
+        let rank = |j: usize| {
+            let inst = &svc.instances[j];
+            let d = st.decisions.iter().find(|d| d.instance == inst.name);
+            let weight = d.map_or(0, |d| d.weight);
+            let predicted = d.map_or(f64::MAX, |d| {
+                if d.predicted_ms > 0.0 { d.predicted_ms } else { d.network_ms }
+            });
+            (inst.node == svc.instances[k].node, weight == 0, predicted)
+        };
+        (0..svc.instances.len()).filter(|&j| j != k && usable(j)).min_by(|&a, &b| {
+            let (ra, rb) = (rank(a), rank(b));
+            (ra.0, ra.1).cmp(&(rb.0, rb.1)).then(ra.2.total_cmp(&rb.2))
+        })
     }
 }
 
@@ -475,8 +552,13 @@ fn select_for(
     let mut candidates = Vec::new();
     let mut unusable = Vec::new();
     for (inst, route) in svc.instances.iter().zip(&st.routes) {
+        let ingress = &intent.topology.nodes[st.ingress as usize].name;
         let reason = match (steer::site_excluded(policy, inst), route) {
             (Some(why), _) => Some(why),
+            _ if inst.drain => Some("draining".to_string()),
+            _ if metrics.is_unreachable(ingress, &inst.name) => {
+                Some(format!("not answering health probes from {ingress}"))
+            }
             (None, None) => Some("no path meets the constraints".to_string()),
             (None, Some(r)) if !steer::fits(&r.segments) => Some(format!(
                 "needs {} segments, a segment list holds {}",

@@ -4,7 +4,7 @@
 //! Only fresh values belong here: whoever gathers them (the daemon) leaves stale ones out, so
 //! the declared values of the intent apply instead, and reports the stale ones separately.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -18,6 +18,10 @@ pub struct Metrics {
     /// Per service, per ingress: the packets/s its headend steers. Only the shares matter:
     /// they split the demand the instances report among the ingresses (evenly without them).
     pub ingress_rates: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Per ingress: the instances its health prober finds unreachable over every path it
+    /// has (instance, node or link down). They get no new flows from that ingress and are
+    /// nobody's backup there.
+    pub unreachable: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What probing one link measured (both directions folded together).
@@ -49,6 +53,11 @@ pub struct InstanceMetric {
 }
 
 impl Metrics {
+    /// Whether `ingress`'s prober finds `instance` unreachable.
+    pub fn is_unreachable(&self, ingress: &str, instance: &str) -> bool {
+        self.unreachable.get(ingress).is_some_and(|down| down.contains(instance))
+    }
+
     /// Measured utilisation of one instance, if fresh.
     pub fn utilization(&self, instance: &str) -> Option<f64> {
         self.instances.get(instance).map(|m| m.utilization)

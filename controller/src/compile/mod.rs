@@ -68,7 +68,7 @@ pub fn compile(
 ) -> Result<Compiled, CompileError> {
     let mut compiler = Compiler::new(intent.clone(), generation)?;
     compiler.update(metrics, generation, 0)?;
-    compiler.fill_backups(std::time::Duration::MAX);
+    compiler.fill_backups(std::time::Duration::MAX, generation)?;
     Ok(compiler.compiled())
 }
 

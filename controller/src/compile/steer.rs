@@ -70,6 +70,9 @@ pub(super) struct Route {
     pub sids: Vec<Ipv6Addr>,
     /// Computed for instances that receive flows only: `None` until asked for.
     pub backup: Option<Option<(Path, Disjointness)>>,
+    /// The backup path as a segment list (the compute SID last), once the backup is known
+    /// and fits in a segment list: the headend's alternate path to the same instance.
+    pub alternate_sids: Option<Vec<Ipv6Addr>>,
 }
 
 /// Everything the compile needs to know about the underlay to turn segments into SIDs.
@@ -108,7 +111,37 @@ pub(super) fn route(
     }
     let latency_ms = te.graph.path_latency(&links);
     let path = Path { nodes, links, latency_ms };
-    Some(Route { path, segments, sids: Vec::new(), backup: None })
+    Some(Route { path, segments, sids: Vec::new(), backup: None, alternate_sids: None })
+}
+
+/// The segments that make the underlay follow `path`: each leg between the waypoints (which
+/// the path visits in order) minimised on its own, the waypoints themselves as node segments,
+/// as [`route`] builds them for a primary path.
+pub(super) fn segments_along(path: &Path, waypoints: &[NodeId], igp: &mut Igp) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut start = 0;
+    let mut stops: Vec<usize> = Vec::new();
+    for w in waypoints {
+        if let Some(k) = path.nodes[start..].iter().position(|n| n == w) {
+            stops.push(start + k);
+            start += k;
+        }
+    }
+    stops.push(path.nodes.len() - 1);
+    let mut from = 0;
+    for (i, &to) in stops.iter().enumerate() {
+        let leg = Path {
+            nodes: path.nodes[from..=to].to_vec(),
+            links: path.links[from..to].to_vec(),
+            latency_ms: 0.0,
+        };
+        segments.extend(minimise(&leg, igp));
+        if i + 1 < stops.len() {
+            segments.push(Segment::Node(path.nodes[to]));
+        }
+        from = to;
+    }
+    segments
 }
 
 impl Route {

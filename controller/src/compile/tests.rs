@@ -178,6 +178,50 @@ fn used_instances_get_a_disjoint_backup_where_one_exists() {
     // edge1 hangs off core only: no disjoint path, and it is not used anyway.
     assert_eq!(decision(&c, "edge1-a").backup_path, None);
     assert!(decision(&c, "edge1-a").excluded.as_ref().unwrap().contains("constraints.sites"));
+    // The headend gets the backup as cloud-a's alternate segment list: core2's End SID
+    // forces the way round core.
+    let he = c.nodes["gw"].headend.as_ref().unwrap();
+    let cloud = he.instances.iter().find(|i| i.name == "cloud-a").unwrap();
+    let alternate: Vec<String> = cloud.alternate_segments.iter().map(ToString::to_string).collect();
+    assert_eq!(alternate, ["fc00:0:6:1::", "fc00:0:5:4001::3"]);
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:5:4001::3"]);
+}
+
+fn backup_of(c: &Compiled, instance: &str) -> Option<String> {
+    let he = c.nodes["gw"].headend.as_ref().unwrap();
+    let slot = he.instances.iter().find(|i| i.name == instance).unwrap().backup_slot?;
+    Some(he.instances.iter().find(|i| i.slot == slot).unwrap().name.clone())
+}
+
+#[test]
+fn each_instance_has_a_backup_on_another_site_preferring_used_ones() {
+    let c = compile(&example(), &Metrics::default(), 1).unwrap();
+    // The edges back each other up; the idle cloud is backed by the nearer used edge.
+    assert_eq!(backup_of(&c, "edge1-a").as_deref(), Some("edge2-a"));
+    assert_eq!(backup_of(&c, "edge2-a").as_deref(), Some("edge1-a"));
+    assert_eq!(backup_of(&c, "cloud-a").as_deref(), Some("edge1-a"));
+}
+
+#[test]
+fn drained_and_unreachable_instances_get_no_flows_and_back_nobody_up() {
+    let mut intent = example();
+    intent.services[0].instances[1].drain = true; // edge2-a
+    let c = compile(&intent, &Metrics::default(), 1).unwrap();
+    assert_eq!(weight_of(&c, "edge2-a"), 0);
+    assert_eq!(decision(&c, "edge2-a").excluded.as_deref(), Some("draining"));
+    assert_eq!(backup_of(&c, "edge1-a").as_deref(), Some("cloud-a"));
+    // A drained instance keeps its slot and its path: its established flows still get there.
+    assert_eq!(segments_of(&c, "edge2-a"), ["fc00:0:4:4001::2"]);
+
+    let mut metrics = Metrics::default();
+    metrics.unreachable.insert("gw".into(), ["edge1-a".to_string()].into());
+    let c = compile(&example(), &metrics, 1).unwrap();
+    assert_eq!(weight_of(&c, "edge1-a"), 0);
+    let why = decision(&c, "edge1-a").excluded.clone().unwrap();
+    assert_eq!(why, "not answering health probes from gw");
+    assert!(weight_of(&c, "edge2-a") > 0);
+    assert_eq!(backup_of(&c, "edge2-a").as_deref(), Some("cloud-a"));
+    assert_eq!(backup_of(&c, "edge1-a").as_deref(), Some("edge2-a"));
 }
 
 #[test]
@@ -284,11 +328,14 @@ fn a_baseline_selector_replaces_the_choice_and_nothing_else() {
     // The idle cloud is the least loaded, however far: it gets everything.
     assert_eq!(weight_of(&baseline, "cloud-a"), 1000);
     assert_eq!(weight_of(&baseline, "edge1-a"), 0);
-    // Same paths, segments and everything else on every node.
+    // Same paths, segments and everything else on every node, but the weights and the
+    // backups (which prefer instances with weight).
     let mut cats_gw = cats.nodes["gw"].headend.clone().unwrap();
     let mut base_gw = baseline.nodes["gw"].headend.clone().unwrap();
-    cats_gw.services[0].weights.clear();
-    base_gw.services[0].weights.clear();
+    for gw in [&mut cats_gw, &mut base_gw] {
+        gw.services[0].weights.clear();
+        gw.instances.iter_mut().for_each(|i| i.backup_slot = None);
+    }
     assert_eq!(cats_gw, base_gw);
     assert_eq!(cats.nodes["edge1"], baseline.nodes["edge1"]);
 }

@@ -19,7 +19,7 @@ use ipnetwork::{IpNetwork, Ipv6Network};
 
 use super::error::IntentError;
 use super::model::{
-    Affinity, ComputeService, Constraints, Dampening, Dataplane, EndFlavor, Instance, Link,
+    Affinity, ComputeService, Constraints, Dampening, Dataplane, EndFlavor, Health, Instance, Link,
     LinkRef, LocalityGroup, Node, Objective, PortMatch, Protocol, Role, ScoreRange, ScoreWeights,
     Scoring, SteeringPolicy, Topology, Underlay,
 };
@@ -281,6 +281,25 @@ fn string(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<String> {
         Value::Scalar { text, .. } => Some(text.clone()),
         _ => {
             de.err(path, format!("expected a string, found {}", describe(node)));
+            None
+        }
+    }
+}
+
+fn boolean(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<bool> {
+    match &node.value {
+        Value::Scalar { text, plain: true }
+            if matches!(text.as_str(), "true" | "True" | "TRUE") =>
+        {
+            Some(true)
+        }
+        Value::Scalar { text, plain: true }
+            if matches!(text.as_str(), "false" | "False" | "FALSE") =>
+        {
+            Some(false)
+        }
+        _ => {
+            de.err(path, format!("expected true or false, found {}", describe(node)));
             None
         }
     }
@@ -863,7 +882,7 @@ fn instance(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Instance> 
     let f = de.fields(
         node,
         path,
-        &["name", "id", "node", "address", "address4", "tops", "utilization"],
+        &["name", "id", "node", "address", "address4", "tops", "utilization", "drain"],
     )?;
     let name = f.req(de, "name", object_name);
     let id = f.req(de, "id", |de, node, path| int_in(de, node, path, 1, u32::MAX.into()));
@@ -879,6 +898,7 @@ fn instance(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Instance> 
         }
         Some(value)
     });
+    let drain = f.opt_or(de, "drain", false, boolean);
     Some(Instance {
         name: name.unwrap_or_default(),
         id: id.unwrap_or_default(),
@@ -887,6 +907,7 @@ fn instance(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Instance> 
         address4,
         tops: tops.unwrap_or_default(),
         utilization,
+        drain,
     })
 }
 
@@ -904,6 +925,7 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
             "affinity",
             "dampening",
             "scoring",
+            "health",
         ],
         &[("via", "spec.constraints.waypoints"), ("maxLatencyMs", "spec.constraints.maxLatencyMs")],
     )?;
@@ -978,6 +1000,7 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
         Some(Dampening { hysteresis, hold_down_seconds })
     });
     let scoring = f.opt_or(de, "scoring", Scoring::default(), scoring);
+    let health = f.opt_or(de, "health", Health::default(), health);
     Some(SteeringPolicy {
         name,
         service: service.unwrap_or_default(),
@@ -989,7 +1012,19 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
         affinity,
         dampening,
         scoring,
+        health,
     })
+}
+
+fn health(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Health> {
+    let f = de.fields(node, path, &["intervalMs", "multiplier", "port"])?;
+    let default = Health::default();
+    let interval_ms =
+        f.opt_or(de, "intervalMs", default.interval_ms, |de, n, p| int_in(de, n, p, 10, 10_000));
+    let multiplier =
+        f.opt_or(de, "multiplier", default.multiplier, |de, n, p| int_in(de, n, p, 1, 50));
+    let port = f.opt_or(de, "port", None, |de, n, p| int_in(de, n, p, 1, 65_535).map(Some));
+    Some(Health { interval_ms, multiplier, port })
 }
 
 /// A number >= `min`.

@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{IntentError, IntentErrors};
 pub use model::{
-    Affinity, ComputeService, Constraints, Dampening, Dataplane, EndFlavor, Instance, Intent, Link,
-    LinkRef, LocalityGroup, Node, Objective, PortMatch, Protocol, Role, ScoreRange, ScoreWeights,
-    Scoring, SteeringPolicy, Topology, Underlay,
+    Affinity, ComputeService, Constraints, Dampening, Dataplane, EndFlavor, Health, Instance,
+    Intent, Link, LinkRef, LocalityGroup, Node, Objective, PortMatch, Protocol, Role, ScoreRange,
+    ScoreWeights, Scoring, SteeringPolicy, Topology, Underlay,
 };
 
 /// The `apiVersion` every document must carry.

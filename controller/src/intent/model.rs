@@ -196,6 +196,9 @@ pub struct Instance {
     pub tops: f64,
     /// Share of the capacity already in use, in [0, 1).
     pub utilization: f64,
+    /// Draining: no new flows (weight 0); established flows keep the instance until they end
+    /// or their pins expire. Default false.
+    pub drain: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -219,6 +222,7 @@ pub struct SteeringPolicy {
     pub affinity: Affinity,
     pub dampening: Dampening,
     pub scoring: Scoring,
+    pub health: Health,
 }
 
 impl Default for SteeringPolicy {
@@ -234,6 +238,7 @@ impl Default for SteeringPolicy {
             affinity: Affinity::default(),
             dampening: Dampening::default(),
             scoring: Scoring::default(),
+            health: Health::default(),
         }
     }
 }
@@ -316,6 +321,27 @@ pub struct LocalityGroup {
     pub name: String,
     /// Non-empty; egress nodes allowed by the constraints, each in one group only.
     pub sites: Vec<String>,
+}
+
+/// BFD-like probing of the service's instances from each headend, over the same segment
+/// lists the requests take: a path is down after `multiplier` probes in a row go unanswered,
+/// so detection takes `interval_ms x multiplier` (300 ms by default).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// Milliseconds between probes on each path, 10..=10000; default 100.
+    pub interval_ms: u32,
+    /// Unanswered probes in a row that mark a path down, 1..=50; default 3.
+    pub multiplier: u32,
+    /// Port the instances echo probes on; default the service's first port (7000 when the
+    /// service matches every port).
+    pub port: Option<u16>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { interval_ms: 100, multiplier: 3, port: None }
+    }
 }
 
 /// Keeps steering from flapping between instances whose scores are close.

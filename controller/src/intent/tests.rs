@@ -204,6 +204,7 @@ fn fixture_is_valid_and_defaults_apply() {
                 compute: ScoreRange { best_ms: 0.0, worst_ms: 1000.0 },
                 weights: ScoreWeights { network: 0.5, compute: 0.5 },
             },
+            health: Health::default(),
         }
     );
     assert!(intent.policy_for("dns").is_none());
@@ -313,6 +314,7 @@ fn example_directory_loads() {
             },
             dampening: Dampening { hysteresis: 0.1, hold_down_seconds: 2 },
             scoring: Scoring::default(),
+            health: Health::default(),
         })
     );
 }
@@ -1120,6 +1122,7 @@ const FULL_POLICY: &str = "  objective: balanced
     network: {bestMs: 2, worstMs: 150}
     compute: {worstMs: 500}
     weights: {network: 0.7, compute: 0.3}
+  health: {intervalMs: 30, multiplier: 4, port: 7001}
 ";
 
 /// The city intent with `spec` appended to the plates policy.
@@ -1172,6 +1175,7 @@ fn full_policy_decodes_to_the_model() {
                 compute: ScoreRange { best_ms: 0.0, worst_ms: 500.0 },
                 weights: ScoreWeights { network: 0.7, compute: 0.3 },
             },
+            health: Health { interval_ms: 30, multiplier: 4, port: Some(7001) },
         }
     );
     assert_eq!(policy.group_of("edge2"), 0);
@@ -1746,4 +1750,26 @@ fn port_group_rules() {
         "spec.affinity.portGroups[0]",
         "at least one port",
     );
+}
+
+#[test]
+fn health_settings_and_drain_are_checked_where_they_are_written() {
+    let errors = city_fail("  health: {intervalMs: 5, multiplier: 0, port: 70000, every: 1}\n");
+    let text = render(&errors);
+    for expected in [
+        "spec.health.intervalMs: must be between 10 and 10000",
+        "spec.health.multiplier: must be between 1 and 50",
+        "spec.health.port: must be between 1 and 65535",
+        "spec.health.every",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    let edge1 = "address: fd00:21::10, tops: 4}";
+    let drained = PLATES.replace(edge1, "address: fd00:21::10, tops: 4, drain: yes}");
+    assert_ne!(drained, PLATES, "the fixture has edge1-a");
+    let text = render(&fail(&sources(CITY, &drained, PLATES_POLICY)));
+    assert!(text.contains("drain: expected true or false, found the string \"yes\""), "{text}");
+    let drained = PLATES.replace(edge1, "address: fd00:21::10, tops: 4, drain: true}");
+    let intent = parse_documents(&sources(CITY, &drained, PLATES_POLICY)).unwrap();
+    assert!(intent.services[0].instances.iter().any(|i| i.drain));
 }

@@ -111,8 +111,10 @@ impl Gatherer {
         let metrics = Metrics {
             links: link_metrics(&links),
             instances: metrics_files::fresh(&instances),
-            // The daemon adds the headends' demand shares (measure::demand).
+            // The daemon adds the headends' demand shares (measure::demand) and what their
+            // health probers find unreachable.
             ingress_rates: Default::default(),
+            unreachable: Default::default(),
         };
         Gathered { metrics, report: MetricsReport { links, instances } }
     }

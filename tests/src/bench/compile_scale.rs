@@ -146,6 +146,7 @@ pub fn generate(shape: Shape, seed: u64) -> Intent {
                     address4: None,
                     tops: rng.uniform(1.0, 100.0),
                     utilization: 0.0,
+                    drain: false,
                 }
             })
             .collect::<Vec<_>>();
@@ -210,7 +211,7 @@ pub fn measure(shape: Shape, rounds: usize) -> Result<Row> {
         full.push(start.elapsed());
         if round == 0 {
             let start = Instant::now();
-            compiler.fill_backups(Duration::MAX);
+            compiler.fill_backups(Duration::MAX, 2)?;
             backups = start.elapsed();
             with_backup = compiler
                 .decisions()
