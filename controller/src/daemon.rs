@@ -25,6 +25,9 @@ use crate::{
     store::EmbeddedStore,
 };
 
+/// An agent silent for this long (no heartbeat) is reported dead.
+const AGENT_SILENCE: Duration = Duration::from_secs(2);
+
 /// Time per poll spent on disjoint backup paths (they do not hold back the weights).
 const BACKUP_BUDGET: Duration = Duration::from_millis(20);
 
@@ -66,6 +69,8 @@ struct Status<'a> {
 struct NodeReport {
     /// Generation of the node's desired state (the last compile that changed this node).
     desired_generation: Option<u64>,
+    /// The node's agent showed it runs within the last [`AGENT_SILENCE`].
+    alive: bool,
     #[serde(flatten)]
     agent: AgentStatus,
     /// The headend's affinity table, on ingress nodes.
@@ -357,7 +362,9 @@ fn status_json(
         .map(|(n, s)| {
             let agent = s.lock().expect("status lock").clone();
             let affinity = affinity.get(n).copied();
-            (n.as_str(), NodeReport { desired_generation: store.generation(n), agent, affinity })
+            let alive = agent.heartbeat.is_some_and(|at| at.elapsed() < AGENT_SILENCE);
+            let desired_generation = store.generation(n);
+            (n.as_str(), NodeReport { desired_generation, alive, agent, affinity })
         })
         .collect();
     let status = Status {

@@ -28,6 +28,8 @@ use crate::{
 
 /// How long to wait before retrying a state that failed to apply.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a running agent says so.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
 /// Where one agent runs and keeps its pins.
 #[derive(Clone, Debug)]
@@ -46,6 +48,9 @@ pub struct AgentStatus {
     pub applied_generation: Option<u64>,
     pub attached: Vec<String>,
     pub last_error: Option<String>,
+    /// When the agent last showed it is alive (every [`HEARTBEAT`]).
+    #[serde(skip)]
+    pub heartbeat: Option<std::time::Instant>,
     /// The headend's health prober: per probed path, and unreachable instances.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthReport>,
@@ -84,6 +89,14 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
             };
             if let Err(e) = health::run(applied_rx, health, report).await {
                 warn!(node = %node, error = %format!("{e:#}"), "health prober stopped");
+            }
+        });
+        let heartbeat = status.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                heartbeat.lock().expect("status lock").heartbeat = Some(std::time::Instant::now());
             }
         });
         loop {
