@@ -553,18 +553,19 @@ fn select_for(
     let mut unusable = Vec::new();
     for (inst, route) in svc.instances.iter().zip(&st.routes) {
         let ingress = &intent.topology.nodes[st.ingress as usize].name;
+        // The first that applies, the most basic first: where, whether a path, then state.
         let reason = match (steer::site_excluded(policy, inst), route) {
             (Some(why), _) => Some(why),
-            _ if inst.drain => Some("draining".to_string()),
-            _ if metrics.is_unreachable(ingress, &inst.name) => {
-                Some(format!("not answering health probes from {ingress}"))
-            }
             (None, None) => Some("no path meets the constraints".to_string()),
             (None, Some(r)) if !steer::fits(&r.segments) => Some(format!(
                 "needs {} segments, a segment list holds {}",
                 r.segments.len() + 1,
                 cats_common::maps::MAX_SEGMENTS
             )),
+            _ if inst.drain => Some("draining".to_string()),
+            _ if metrics.is_unreachable(ingress, &inst.name) => {
+                Some(format!("not answering health probes from {ingress}"))
+            }
             (None, Some(_)) => None,
         };
         match (reason, route) {

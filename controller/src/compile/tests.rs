@@ -225,6 +225,18 @@ fn drained_and_unreachable_instances_get_no_flows_and_back_nobody_up() {
 }
 
 #[test]
+fn a_link_measured_down_is_left_out_of_every_path() {
+    let intent = with_second_core();
+    let core_cloud = intent.topology.link_index(&LinkRef { a: "core".into(), b: "cloud".into() });
+    let mut metrics = Metrics::default();
+    let down = LinkMetric { one_way_ms: f64::INFINITY, jitter_ms: 0.0, loss: 1.0 };
+    metrics.links.insert(core_cloud.unwrap(), down);
+    let c = compile(&intent, &metrics, 1).unwrap();
+    assert_eq!(decision(&c, "cloud-a").path, ["gw", "core2", "cloud"]);
+    assert_eq!(segments_of(&c, "cloud-a"), ["fc00:0:6:1::", "fc00:0:5:4001::3"]);
+}
+
+#[test]
 fn avoided_nodes_and_links_shape_the_path() {
     let mut intent = with_second_core();
     intent.policies[0].constraints.avoid_links =

@@ -156,6 +156,8 @@ pub struct LinkReport {
     pub samples: u64,
     /// Probed, but no end had an echo for `stale_after`: the declared latency applies.
     pub stale: bool,
+    /// Every probing end finds it silent while still probing: paths avoid it.
+    pub down: bool,
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -197,16 +199,22 @@ pub fn link_reports(
                 age_ms: used.iter().filter_map(|s| s.age).min().map(|a| a.as_millis() as u64),
                 samples: ends.iter().map(|s| s.samples).sum(),
                 stale,
+                down: !ends.is_empty() && ends.iter().all(|s| s.down),
             }
         })
         .collect()
 }
 
-/// The fresh measured links, for the compile step.
+/// The fresh measured links, for the compile step. A down link has an infinite latency,
+/// which takes it out of the TE graph.
 pub fn link_metrics(reports: &[LinkReport]) -> BTreeMap<usize, LinkMetric> {
+    let down = reports
+        .iter()
+        .filter(|r| r.down)
+        .map(|r| (r.link, LinkMetric { one_way_ms: f64::INFINITY, jitter_ms: 0.0, loss: 1.0 }));
     reports
         .iter()
-        .filter(|r| r.probed && !r.stale)
+        .filter(|r| r.probed && !r.stale && !r.down)
         .filter_map(|r| {
             Some((
                 r.link,
@@ -217,6 +225,7 @@ pub fn link_metrics(reports: &[LinkReport]) -> BTreeMap<usize, LinkMetric> {
                 },
             ))
         })
+        .chain(down)
         .collect()
 }
 
@@ -238,7 +247,26 @@ mod tests {
             samples: 10,
             age: Some(Duration::from_millis(age_ms)),
             stale,
+            down: false,
         }
+    }
+
+    #[test]
+    fn a_link_is_down_when_every_end_finds_it_silent_and_then_has_no_latency() {
+        let intent = intent();
+        let down = Snapshot { down: true, ..snap(2.0, 0.3, 1500, false) };
+        let mut snapshots = BTreeMap::new();
+        snapshots.insert((1, "core".to_string()), down);
+        snapshots.insert((1, "edge1".to_string()), down);
+        // One end still hears the other on link 2: not down.
+        snapshots.insert((2, "core".to_string()), down);
+        snapshots.insert((2, "edge2".to_string()), snap(2.0, 0.0, 50, false));
+        let reports = link_reports(&intent, &snapshots);
+        assert!(reports[1].down && !reports[2].down);
+        let metrics = link_metrics(&reports);
+        assert_eq!(metrics[&1].one_way_ms, f64::INFINITY);
+        assert_eq!(metrics[&1].loss, 1.0);
+        assert!(metrics[&2].one_way_ms.is_finite());
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct StatsConfig {
     pub window: usize,
     /// Without an echo for this long the link is stale.
     pub stale_after: Duration,
+    /// Without an echo for this long while probes still go out, the link is down.
+    pub down_after: Duration,
 }
 
 impl Default for StatsConfig {
@@ -43,6 +45,7 @@ impl Default for StatsConfig {
             timeout: Duration::from_secs(1),
             window: 20,
             stale_after: Duration::from_secs(3),
+            down_after: Duration::from_secs(1),
         }
     }
 }
@@ -76,6 +79,10 @@ pub struct Snapshot {
     /// Time since the last echo; `None` before the first.
     pub age: Option<Duration>,
     pub stale: bool,
+    /// Measured before, and silent for `down_after` although probes keep going out: the
+    /// link (or the far end) is down. A prober that stopped sending makes a link stale, not
+    /// down: silence then says nothing about the link.
+    pub down: bool,
 }
 
 impl LinkStats {
@@ -158,6 +165,7 @@ impl LinkStats {
         let loss =
             if self.outcomes.is_empty() { 0.0 } else { lost as f64 / self.outcomes.len() as f64 };
         let age = self.last_echo.map(|t| now.saturating_duration_since(t));
+        let probing = self.pending.values().any(|sent| self.last_echo.is_some_and(|e| *sent > e));
         Snapshot {
             rtt_ms: self.srtt_ms,
             jitter_ms: self.jitter_ms,
@@ -166,6 +174,9 @@ impl LinkStats {
             age,
             stale: self.samples < WARMUP_SAMPLES
                 || age.is_none_or(|a| a >= self.config.stale_after),
+            down: self.samples >= WARMUP_SAMPLES
+                && probing
+                && age.is_some_and(|a| a >= self.config.down_after),
         }
     }
 }
@@ -285,5 +296,24 @@ mod tests {
         assert_eq!(snap.rtt_ms, Some(4.0), "the last estimate stays readable");
         probe(&mut s, t0, 9, 3200, 4);
         assert!(!s.snapshot(t0 + ms(3300)).stale);
+    }
+
+    #[test]
+    fn silence_while_probing_is_down_silence_without_probes_is_only_stale() {
+        let t0 = Instant::now();
+        let mut s = LinkStats::new(StatsConfig::default());
+        for k in 0..10 {
+            probe(&mut s, t0, k, k * 100, 2);
+        }
+        assert!(!s.snapshot(t0 + ms(950)).down);
+        // The link goes dark at 1 s; probes keep going out every 100 ms.
+        for k in 10..22 {
+            s.sent(k, t0 + ms(k * 100));
+        }
+        let snap = s.snapshot(t0 + ms(2150));
+        assert!(snap.down && !snap.stale, "{snap:?}");
+        // The prober stops: once its last probes time out, silence is just staleness.
+        let snap = s.snapshot(t0 + ms(4000));
+        assert!(!snap.down && snap.stale, "{snap:?}");
     }
 }
