@@ -237,6 +237,7 @@ fn headend(out: &mut Vec<String>, old: Option<&HeadendState>, new: Option<&Heade
         (Some(o), Some(n)) => {
             field(out, "headend interfaces", list(&o.interfaces), list(&n.interfaces));
             field(out, "headend encap-source", o.encap_source, n.encap_source);
+            field(out, "headend affinity-table-size", o.affinity_table_size, n.affinity_table_size);
         }
     }
     let none = HeadendState {
@@ -244,6 +245,7 @@ fn headend(out: &mut Vec<String>, old: Option<&HeadendState>, new: Option<&Heade
         encap_source: std::net::Ipv6Addr::UNSPECIFIED,
         services: Vec::new(),
         instances: Vec::new(),
+        affinity_table_size: 0,
     };
     let (old, new) = (old.unwrap_or(&none), new.unwrap_or(&none));
 
@@ -273,13 +275,24 @@ fn headend(out: &mut Vec<String>, old: Option<&HeadendState>, new: Option<&Heade
     keyed(out, "match", &matches(old), &matches(new), |()| String::new());
 
     let instances = |h: &HeadendState| -> BTreeMap<String, Fields> {
+        let name_of = |slot: Option<u32>| {
+            let backup = slot.and_then(|s| h.instances.iter().find(|i| i.slot == s));
+            backup.map_or("-".to_string(), |b| b.name.clone())
+        };
         h.instances
             .iter()
             .map(|i| {
+                let alternate = if i.alternate_segments.is_empty() {
+                    "-".into()
+                } else {
+                    list(&i.alternate_segments)
+                };
                 let fields = vec![
                     ("id", i.instance_id.to_string()),
                     ("cs-id", i.cs_id.to_string()),
                     ("segments", list(&i.segments)),
+                    ("alternate", alternate),
+                    ("backup", name_of(i.backup_slot)),
                 ];
                 (format!("{}/{}", i.service, i.name), fields)
             })
@@ -412,6 +425,7 @@ mod tests {
             }],
             headend: Some(HeadendState {
                 interfaces: vec!["cams".into()],
+                affinity_table_size: 65536,
                 encap_source: ip6("fc00:0:1::1"),
                 services: vec![ServiceState {
                     name: "plates".into(),
@@ -531,6 +545,8 @@ mod tests {
         });
         svc.weights.pop();
         h.instances[0].segments.insert(0, ip6("fc00:0:2:1::"));
+        h.instances[0].alternate_segments = vec![ip6("fc00:0:6:1::"), ip6("fc00:0:3:4001::1")];
+        h.affinity_table_size = 1 << 20;
         h.instances.pop(); // edge2-a goes
         new.endpoint.as_mut().unwrap().psp = true;
 
@@ -550,18 +566,20 @@ gw:
   ~ sid fc00:0:1:1:: End dev core -> End.DT6 table 254 dev core
   + sid fc00:0:1:101:: End.X nexthop fd99::2 dev core
   ~ headend interfaces cams -> cams,cams2
+  ~ headend affinity-table-size 65536 -> 1048576
   ~ service plates flow five-tuple -> source-address
   ~ service plates timeout 30000 ms -> 60000 ms
   + match plates udp 198.51.100.1:7000
-  - instance plates/edge2-a id 2 cs-id 1 segments fc00:0:4:4001::2
+  - instance plates/edge2-a id 2 cs-id 1 segments fc00:0:4:4001::2 alternate - backup -
   ~ instance plates/edge1-a segments fc00:0:3:4001::1 -> fc00:0:2:1::,fc00:0:3:4001::1
+  ~ instance plates/edge1-a alternate - -> fc00:0:6:1::,fc00:0:3:4001::1
   - weight plates/edge2-a 500
   ~ endpoint psp false -> true
 "
         );
         assert_eq!(
             d.summary(),
-            ["core: removed (1 change)", "edge3: new node (1 change)", "gw: 12 changes"]
+            ["core: removed (1 change)", "edge3: new node (1 change)", "gw: 14 changes"]
         );
     }
 
@@ -578,8 +596,8 @@ gw:
   + headend on cams encap-source fc00:0:1::1
   + service plates cs-id 1 flow five-tuple timeout 30000 ms
   + match plates udp [2001:db8::1]:7000
-  + instance plates/edge1-a id 1 cs-id 1 segments fc00:0:3:4001::1
-  + instance plates/edge2-a id 2 cs-id 1 segments fc00:0:4:4001::2
+  + instance plates/edge1-a id 1 cs-id 1 segments fc00:0:3:4001::1 alternate - backup -
+  + instance plates/edge2-a id 2 cs-id 1 segments fc00:0:4:4001::2 alternate - backup -
   + weight plates/edge1-a 500
   + weight plates/edge2-a 500
   + endpoint on core external (none) sr-block fc00::/32 locators fc00:0:1::/48 psp false usd false

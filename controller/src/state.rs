@@ -96,6 +96,13 @@ pub struct HeadendState {
     pub services: Vec<ServiceState>,
     /// Instance slots referenced by the services' weights.
     pub instances: Vec<InstanceState>,
+    /// Entries of the affinity table (set when the agent loads the dataplane).
+    #[serde(default = "default_affinity_table_size")]
+    pub affinity_table_size: u32,
+}
+
+fn default_affinity_table_size() -> u32 {
+    cats_common::maps::AFFINITY_TABLE_SIZE
 }
 
 /// One service as this headend steers it.

@@ -31,6 +31,7 @@ pub fn headend(interface: &str, edge: u32, cloud: u32) -> HeadendState {
     HeadendState {
         interfaces: vec![interface.to_string()],
         encap_source: ENCAP_SOURCE,
+        affinity_table_size: cats_common::maps::AFFINITY_TABLE_SIZE,
         services: vec![ServiceState {
             name: "plate-recognition".into(),
             slot: 0,

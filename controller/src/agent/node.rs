@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::programs::XdpMode;
-use cats_common::maps::{PROG_ENDPOINT, PROG_HEADEND};
+use cats_common::maps::{AFFINITY_TABLE_SIZE, PROG_ENDPOINT, PROG_HEADEND};
 use serde::Serialize;
 use tracing::{info, warn};
 
@@ -48,6 +48,9 @@ pub struct AgentStatus {
     pub applied_generation: Option<u64>,
     pub attached: Vec<String>,
     pub last_error: Option<String>,
+    /// Flows the headend's affinity table holds (the pinned table's size, once loaded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_table_size: Option<u32>,
     /// When the agent last showed it is alive (every [`HEARTBEAT`]).
     #[serde(skip)]
     pub heartbeat: Option<std::time::Instant>,
@@ -76,8 +79,22 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let kernel = Kernel::connect()?;
-        let mut dataplane = Dataplane::load(Some(&config.pins))
+        // The affinity table's size is set when the maps are made: wait for the first state.
+        let Some(first) = first_state(&mut desired).await else { return Ok(()) };
+        let size = first.headend.as_ref().map_or(AFFINITY_TABLE_SIZE, |h| h.affinity_table_size);
+        let mut dataplane = Dataplane::load_sized(Some(&config.pins), size)
             .with_context(|| format!("loading the dataplane of {}", config.node))?;
+        let in_force = dataplane.affinity_table_size()?;
+        if in_force != size {
+            warn!(
+                node = %config.node,
+                pinned = in_force,
+                asked = size,
+                "the pinned affinity table keeps its size (its pins are live flows); \
+                 `catsd cleanup` and a restart make a new one"
+            );
+        }
+        status.lock().expect("status lock").affinity_table_size = Some(in_force);
         // The prober probes what the maps hold: it gets each headend state once applied.
         let (applied_tx, applied_rx) = watch::channel(None);
         let health = HealthMap::take(&mut dataplane)?;
@@ -127,6 +144,16 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
             }
         }
     })
+}
+
+/// The first desired state; `None` if the store closes before there is one.
+async fn first_state(desired: &mut Watch) -> Option<Arc<NodeState>> {
+    loop {
+        if let Some(state) = desired.borrow_and_update().clone() {
+            return Some(state);
+        }
+        desired.changed().await.ok()?;
+    }
 }
 
 /// Kernel first (the underlay and SIDs the encapsulated packets need), then the maps, then

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cats_common::maps::{MAX_INSTANCES, MAX_SERVICES};
+use cats_common::maps::{AFFINITY_TABLE_SIZE, MAX_INSTANCES, MAX_SERVICES};
 
 use super::{
     CompileError, Compiled, ServiceDecisions, addressing as addr,
@@ -406,6 +406,7 @@ impl Compiler {
             encap_source: addr::router_address(topo, node.index),
             services: Vec::new(),
             instances: Vec::new(),
+            affinity_table_size: node.affinity_table_size.unwrap_or(AFFINITY_TABLE_SIZE),
         };
         let full = |count: usize| CompileError::TooManyInstances { node: node.name.clone(), count };
         let mine = (node.name.clone(), 0)..=(node.name.clone(), u16::MAX);

@@ -16,9 +16,9 @@ use aya::{
     },
 };
 use cats_common::maps::{
-    MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_FAILOVER, MAP_HEALTH, MAP_INSTANCE_STATS,
-    MAP_INTERFACES, MAP_LOOKUP, MAP_SERVICE_STATS, MAP_SERVICES, MAP_SIDS, MAP_TARGETS,
-    PROG_ENDPOINT, PROG_HEADEND, PROG_PASS,
+    AFFINITY_TABLE_SIZE, MAP_AFFINITY, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_FAILOVER, MAP_HEALTH,
+    MAP_INSTANCE_STATS, MAP_INTERFACES, MAP_LOOKUP, MAP_SERVICE_STATS, MAP_SERVICES, MAP_SIDS,
+    MAP_TARGETS, PROG_ENDPOINT, PROG_HEADEND, PROG_PASS,
 };
 use tracing::{debug, info};
 
@@ -61,7 +61,15 @@ impl Dataplane {
     /// Loads and verifies the programs. With `pins`, maps are created at (or reopened from)
     /// `<pins>/maps`; without, they are private to this process (tests, benchmarks).
     pub fn load(pins: Option<&Path>) -> Result<Self> {
+        Self::load_sized(pins, AFFINITY_TABLE_SIZE)
+    }
+
+    /// [`Dataplane::load`] with an affinity table of `affinity_entries` flows. A table
+    /// pinned by an earlier run is reopened whatever its size (its pins are live flows):
+    /// [`Dataplane::affinity_table_size`] tells the size in force.
+    pub fn load_sized(pins: Option<&Path>, affinity_entries: u32) -> Result<Self> {
         let mut loader = EbpfLoader::new();
+        loader.map_max_entries(MAP_AFFINITY, affinity_entries);
         let map_paths: Vec<(&str, PathBuf)> = match pins {
             Some(dir) => {
                 let maps = dir.join("maps");
@@ -88,6 +96,16 @@ impl Dataplane {
 
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// Flows the affinity table holds: what the kernel says of the map in use.
+    pub fn affinity_table_size(&self) -> Result<u32> {
+        let map = self.ebpf.map(MAP_AFFINITY).context("no affinity map")?;
+        let data = match map {
+            aya::maps::Map::LruHashMap(data) => data,
+            _ => bail!("{MAP_AFFINITY} is not an LRU hash map"),
+        };
+        Ok(data.info()?.max_entries())
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {

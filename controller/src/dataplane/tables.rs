@@ -335,6 +335,7 @@ mod tests {
     fn service(flow: FlowDefinition, matches: Vec<ServiceMatch>) -> HeadendState {
         HeadendState {
             interfaces: vec!["cams".into()],
+            affinity_table_size: 65536,
             encap_source: "fc00:0:1::1".parse().unwrap(),
             services: vec![ServiceState {
                 name: "calls".into(),

@@ -83,6 +83,9 @@ pub struct Node {
     pub dataplane: Dataplane,
     /// Flavours of the node's End and End.X SIDs (XDP dataplane).
     pub end_flavors: Vec<EndFlavor>,
+    /// Flows the headend's affinity table holds before it evicts the least recently used
+    /// (ingress nodes; 1024..=16777216, default 65536).
+    pub affinity_table_size: Option<u32>,
 }
 
 /// Who runs a node's SRv6 endpoint behaviours and transit.

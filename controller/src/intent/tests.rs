@@ -1773,3 +1773,18 @@ fn health_settings_and_drain_are_checked_where_they_are_written() {
     let intent = parse_documents(&sources(CITY, &drained, PLATES_POLICY)).unwrap();
     assert!(intent.services[0].instances.iter().any(|i| i.drain));
 }
+
+#[test]
+fn an_affinity_table_size_belongs_to_an_ingress_and_has_bounds() {
+    let sized = CITY
+        .replace("headendInterfaces: [cams]}\n    - {name: gw2", "headendInterfaces: [cams], affinityTableSize: 1048576}\n    - {name: gw2")
+        .replace("roles: [transit]}\n    - {name: core2", "roles: [transit], affinityTableSize: 4096}\n    - {name: core2")
+        .replace("{name: gw2, index: 2, roles: [ingress], headendInterfaces: [cams]}", "{name: gw2, index: 2, roles: [ingress], headendInterfaces: [cams], affinityTableSize: 100}");
+    let text = render(&fail(&sources(&sized, PLATES, PLATES_POLICY)));
+    assert!(
+        text.contains("spec.nodes[2].affinityTableSize: only nodes with role ingress"),
+        "{text}"
+    );
+    assert!(text.contains("spec.nodes[1].affinityTableSize: must be between 1024 and 16777216"));
+    assert!(!text.contains("spec.nodes[0]"), "gw's size is fine: {text}");
+}
