@@ -18,10 +18,7 @@ use cats_controller::{
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::{
-    instance::{InstanceConfig, run_instance},
-    network::LabNetwork,
-};
+use crate::{instance::InstanceConfig, network::LabNetwork};
 
 /// Port the lab's instances listen on when a service matches every port.
 pub const DEFAULT_PORT: u16 = 7000;
@@ -137,7 +134,8 @@ pub fn remove_lab_pins(intent: &Intent, bpffs: &Path, prefix: &str) -> Result<()
 }
 
 /// Starts every instance of the intent in its namespace, reporting metrics to
-/// `<run_dir>/metrics/<instance>.json`.
+/// `<run_dir>/metrics/<instance>.json`. Each can then be stopped and started on its own
+/// ([`LabNetwork::stop_instance`], [`LabNetwork::start_instance`]).
 pub fn start_instances(lab: &mut LabNetwork, intent: &Intent, run_dir: &Path) -> Result<()> {
     let metrics = run_dir.join("metrics");
     std::fs::create_dir_all(&metrics)?;
@@ -161,10 +159,7 @@ pub fn start_instances(lab: &mut LabNetwork, intent: &Intent, run_dir: &Path) ->
                 workers: 1,
                 metrics_file: Some(metrics.join(format!("{}.json", inst.name))),
             };
-            let ns = lab.instance(&inst.name).path();
-            lab.spawn_in(&ns, &format!("instance {}", inst.name), move |stop| {
-                run_instance(cfg, stop)
-            })?;
+            lab.add_instance(cfg)?;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 pub mod client;
 pub mod control;
-
+pub mod faults;
 pub mod instance;
 pub mod netns;
 pub mod network;

@@ -16,6 +16,7 @@ use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
+        mpsc,
     },
     thread::JoinHandle,
     time::Duration,
@@ -26,6 +27,8 @@ use cats_controller::intent::{Instance, Intent, Node, Role};
 use ipnetwork::IpNetwork;
 
 use crate::{
+    faults::Faults,
+    instance::{BoundInstance, InstanceConfig},
     netns::Namespace,
     offload::{disable_tx_checksum, enable_gro},
     relay::run_relay,
@@ -49,6 +52,44 @@ pub struct LabNetwork {
     relays: Vec<Namespace>,
     /// The real one-way delay of each link (by position), `None` without a relay.
     link_delays: Vec<Option<Duration>>,
+    /// The topology's links as built, by position.
+    pub(crate) links: Vec<LabLink>,
+    /// Emulated instances started with [`LabNetwork::add_instance`], by name.
+    running: BTreeMap<String, LabInstance>,
+    /// What the fault injection took down (see `faults.rs`).
+    pub(crate) faults: Faults,
+}
+
+/// One topology link as the lab built it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabLink {
+    pub a: String,
+    /// The link's interface in node `a`'s namespace.
+    pub a_interface: String,
+    pub b: String,
+    pub b_interface: String,
+    /// The delay relay's namespace (interfaces `ra` towards `a`, `rb` towards `b`), if any.
+    pub relay: Option<String>,
+}
+
+impl LabLink {
+    /// `a-b`, as errors name the link.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.a, self.b)
+    }
+
+    /// Whether this is the link between `x` and `y`, in either order.
+    pub fn joins(&self, x: &str, y: &str) -> bool {
+        (self.a == x && self.b == y) || (self.a == y && self.b == x)
+    }
+}
+
+/// An emulated instance with its own stop flag, so it can die and come back alone.
+struct LabInstance {
+    cfg: InstanceConfig,
+    stop: Arc<AtomicBool>,
+    /// `None` while stopped.
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
 /// The `n`th host address of `net`.
@@ -88,6 +129,9 @@ impl LabNetwork {
             instances: BTreeMap::new(),
             relays: Vec::new(),
             link_delays: real.clone(),
+            links: Vec::new(),
+            running: BTreeMap::new(),
+            faults: Faults::default(),
         };
         for node in &intent.topology.nodes {
             let ns = Namespace::create(&format!("{prefix}{}", node.name))?;
@@ -95,8 +139,16 @@ impl LabNetwork {
             lab.nodes.insert(node.name.clone(), ns);
         }
         for (k, link) in intent.topology.links.iter().enumerate() {
-            lab.link(k + 1, &link.a, &link.a_interface, &link.b, &link.b_interface, real[k])
+            let relay = lab
+                .link(k + 1, &link.a, &link.a_interface, &link.b, &link.b_interface, real[k])
                 .with_context(|| format!("building link {}-{}", link.a, link.b))?;
+            lab.links.push(LabLink {
+                a: link.a.clone(),
+                a_interface: link.a_interface.clone(),
+                b: link.b.clone(),
+                b_interface: link.b_interface.clone(),
+                relay,
+            });
         }
         for node in &intent.topology.nodes {
             if node.has_role(Role::Ingress) {
@@ -123,6 +175,11 @@ impl LabNetwork {
         &self.nodes[name]
     }
 
+    /// Node `name`'s namespace, `None` if the topology has no such node.
+    pub fn try_node(&self, name: &str) -> Option<&Namespace> {
+        self.nodes.get(name)
+    }
+
     /// The client LAN namespace behind ingress node `node`.
     pub fn clients(&self, node: &str) -> &Namespace {
         &self.clients[node]
@@ -138,8 +195,105 @@ impl LabNetwork {
         self.link_delays.get(k).copied().flatten()
     }
 
+    /// The topology's links as built, in the intent's order.
+    pub fn links(&self) -> &[LabLink] {
+        &self.links
+    }
+
+    /// The lab's stop flag. Setting it stops the relays, the threads of [`Self::spawn_in`] and
+    /// every instance.
     pub fn stop_flag(&self) -> Arc<AtomicBool> {
         self.stop.clone()
+    }
+
+    /// Starts an emulated instance in the namespace of instance `cfg.name` and returns once
+    /// its sockets are bound. It runs until [`Self::stop_instance`] or the lab stops; the
+    /// configuration is kept for [`Self::start_instance`].
+    pub fn add_instance(&mut self, cfg: InstanceConfig) -> Result<()> {
+        let name = cfg.name.clone();
+        if self.running.get(&name).is_some_and(|i| i.thread.is_some()) {
+            bail!("instance {name} is already running");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = self.spawn_instance(&cfg, stop.clone())?;
+        self.running.insert(name, LabInstance { cfg, stop, thread: Some(thread) });
+        Ok(())
+    }
+
+    /// Stops instance `name` as if its process died: on return its sockets are closed, so
+    /// the kernel answers datagrams to the service with ICMP port unreachable. Fails if the
+    /// instance is unknown or stopped already, or reports how it ended if it had failed.
+    pub fn stop_instance(&mut self, name: &str) -> Result<()> {
+        let inst = self
+            .running
+            .get_mut(name)
+            .with_context(|| format!("instance {name}: not started by the lab"))?;
+        let thread = inst.thread.take().with_context(|| format!("instance {name}: not running"))?;
+        inst.stop.store(true, Ordering::Relaxed);
+        match thread.join() {
+            Ok(r) => r.with_context(|| format!("instance {name} had stopped with an error")),
+            Err(_) => bail!("instance {name} panicked"),
+        }
+    }
+
+    /// Starts a stopped instance again with its configuration (same addresses and ports),
+    /// returning once its sockets are bound. Its queue and counters start empty.
+    pub fn start_instance(&mut self, name: &str) -> Result<()> {
+        let inst = self
+            .running
+            .get(name)
+            .with_context(|| format!("instance {name}: not started by the lab"))?;
+        if inst.thread.is_some() {
+            bail!("instance {name} is already running");
+        }
+        let cfg = inst.cfg.clone();
+        self.add_instance(cfg)
+    }
+
+    /// Whether instance `name` was started by the lab and is not stopped (it may still have
+    /// failed on its own).
+    pub fn instance_running(&self, name: &str) -> bool {
+        self.running.get(name).is_some_and(|i| i.thread.is_some())
+    }
+
+    /// Binds the instance's sockets inside its namespace, then serves there until its own
+    /// flag or the lab's is set.
+    fn spawn_instance(
+        &self,
+        cfg: &InstanceConfig,
+        own: Arc<AtomicBool>,
+    ) -> Result<JoinHandle<Result<()>>> {
+        let ns = self
+            .instances
+            .get(&cfg.name)
+            .with_context(|| format!("instance {}: no namespace in this lab", cfg.name))?
+            .path();
+        let lab = self.stop.clone();
+        let (bound_tx, bound_rx) = mpsc::sync_channel::<Result<()>>(1);
+        let cfg = cfg.clone();
+        let thread = cats_controller::netns::spawn_in(&ns, move || {
+            let instance = match BoundInstance::bind(cfg) {
+                Ok(i) => i,
+                Err(e) => {
+                    // Reported to the starter, which fails with it.
+                    let _ = bound_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let _ = bound_tx.send(Ok(()));
+            instance.serve(|| lab.load(Ordering::Relaxed) || own.load(Ordering::Relaxed))
+        })?;
+        match bound_rx.recv() {
+            Ok(Ok(())) => Ok(thread),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => bail!("instance thread ended before binding its sockets"),
+            },
+        }
     }
 
     /// Runs `f` on a thread inside the namespace at `netns` until the lab stops.
@@ -171,14 +325,16 @@ impl LabNetwork {
         b: &str,
         b_if: &str,
         delay: Option<Duration>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let (na, nb) = (&self.nodes[a], &self.nodes[b]);
-        match delay {
+        // The relay namespace's name, if there is one.
+        let relay_name = match delay {
             None => {
                 na.veth_to(a_if, nb, b_if)?;
                 // XDP_REDIRECT into a veth needs NAPI on the receiving end: GRO turns it on.
                 in_ns(na, a_if, enable_gro)?;
                 in_ns(nb, b_if, enable_gro)?;
+                None
             }
             Some(d) => {
                 let relay = Namespace::create(&format!("{}r{k}", self.prefix))?;
@@ -198,10 +354,12 @@ impl LabNetwork {
                         eprintln!("lab: delay relay stopped: {e:#}");
                     }
                 }));
+                let name = relay.name().to_string();
                 self.relays.push(relay);
+                Some(name)
             }
-        }
-        Ok(())
+        };
+        Ok(relay_name)
     }
 
     /// One client namespace behind the ingress node's (first) headend interface.
@@ -273,6 +431,11 @@ impl LabNetwork {
 impl Drop for LabNetwork {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        for (name, inst) in &mut self.running {
+            if let Some(Ok(Err(e))) = inst.thread.take().map(|t| t.join()) {
+                eprintln!("lab: instance {name} stopped: {e:#}");
+            }
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
