@@ -47,6 +47,11 @@ impl LabEnv {
         self.lab.as_ref().expect("lab is up")
     }
 
+    /// The network, for what changes it: instances stopped and started, faults injected.
+    pub fn lab_mut(&mut self) -> &mut LabNetwork {
+        self.lab.as_mut().expect("lab is up")
+    }
+
     pub fn start_daemon(&mut self) -> Result<()> {
         self.start_daemon_with(Selector::Cats)
     }

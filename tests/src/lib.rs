@@ -8,4 +8,5 @@ pub mod lab_env;
 pub mod packets;
 pub mod router;
 pub mod srv6;
+pub mod stream;
 pub mod xdp;
