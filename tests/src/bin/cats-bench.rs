@@ -43,6 +43,8 @@ mod cases;
 mod compile_scale;
 #[path = "../bench/endpoint.rs"]
 mod endpoint;
+#[path = "../bench/failover.rs"]
+mod failover;
 #[path = "../bench/flags.rs"]
 mod flags;
 #[path = "../bench/propagation.rs"]
@@ -72,6 +74,7 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
        cats-bench --steering [--seed N] [--requests N] [--period-ms LIST] [--load LIST] [--what-if]
        cats-bench --steering-lab [--requests N] [--load LIST] [--warmup-s N] [--selector LIST]
                                  [--verbose]
+       cats-bench --failover [--runs N] [--settings LIST]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
                (default 1000000)
@@ -91,6 +94,9 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
                selector among them; `cats-bench --steering --help` for its options
   --steering-lab instead: the same comparison run for real in the emulated lab, a fresh lab
                per selector and load (a few minutes); `cats-bench --steering-lab --help`
+  --failover   instead: in the example lab, failover time and lost requests when an
+               instance, a link or a node fails, per health setting (about 3 minutes);
+               `cats-bench --failover --help`
 
 Must run as root (except --steering): it creates (and removes) its own network namespaces.";
 
@@ -203,6 +209,24 @@ fn main() -> ExitCode {
     }
     if argv.iter().any(|a| a == "--steering") {
         return steering_main(argv);
+    }
+    if argv.iter().any(|a| a == "--failover") {
+        let args = argv.into_iter().filter(|a| a != "--failover");
+        let options = match failover::Options::parse(args) {
+            Ok(Some(options)) => options,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cats-bench --failover: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        return match failover::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cats-bench --failover: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if argv.iter().any(|a| a == "--propagation") {
         return match propagation::run() {
