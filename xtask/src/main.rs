@@ -58,8 +58,9 @@ enum Task {
     /// Bootstrap and build, then run target/release/cats-bench with these arguments (as root),
     /// then the steering-quality simulation (`cats-bench --steering`, no root needed) and, as
     /// root, the metric-to-map propagation in the lab (`cats-bench --propagation`) and the
-    /// steering comparison in the lab (`cats-bench --steering-lab`, a few minutes), unless the
-    /// arguments already ask for one of them.
+    /// steering comparison in the lab (`cats-bench --steering-lab`, a few minutes) and the
+    /// failover times (`cats-bench --failover`, a few minutes), unless the arguments already
+    /// ask for one of them.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -113,7 +114,8 @@ fn run(cli: Cli) -> Result<()> {
             let bench = release_bin(&root, "cats-bench");
             foreground::run(Command::new(&bench).args(&args))?;
             let asked = |flag: &str| args.iter().any(|a| a == flag);
-            let modes = ["--steering", "--propagation", "--steering-lab", "--help", "-h"];
+            let modes =
+                ["--steering", "--propagation", "--steering-lab", "--failover", "--help", "-h"];
             if modes.into_iter().any(asked) {
                 return Ok(());
             }
@@ -122,11 +124,13 @@ fn run(cli: Cli) -> Result<()> {
             if bootstrap::is_root() {
                 foreground::run(Command::new(&bench).arg("--propagation"))?;
                 // The steering comparison for real, a fresh lab per selector and load.
-                foreground::run(Command::new(&bench).arg("--steering-lab"))
+                foreground::run(Command::new(&bench).arg("--steering-lab"))?;
+                // Failover time per failure kind and health setting.
+                foreground::run(Command::new(&bench).arg("--failover"))
             } else {
                 eprintln!(
-                    "xtask: not root: skipping `cats-bench --propagation` and \
-                     `cats-bench --steering-lab` (they run labs)"
+                    "xtask: not root: skipping `cats-bench --propagation`, \
+                     `--steering-lab` and `--failover` (they run labs)"
                 );
                 Ok(())
             }
