@@ -12,6 +12,7 @@ pub mod measure;
 pub mod metrics_files;
 pub mod netns;
 pub mod paths;
+pub mod registry;
 pub mod running;
 pub mod state;
 pub mod store;
