@@ -135,12 +135,14 @@ pub fn host_interfaces(dir: &Path, node: &str) -> Vec<String> {
         .collect()
 }
 
-/// Modification times and sizes of the registry's files: a cheap change detector.
+/// Modification times and sizes of the registry's files: a cheap change detector. Dot files
+/// (temporaries of atomic writes, the plugin's lock) are not registrations.
 pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             Some((e.path(), m.modified().ok()?, m.len()))

@@ -59,6 +59,12 @@ impl Dataplane {
     /// Loads and verifies the programs. With `pins`, maps are created at (or reopened from)
     /// `<pins>/maps`; without, they are private to this process (tests, benchmarks).
     pub fn load(pins: Option<&Path>) -> Result<Self> {
+        Self::load_only(pins, &[PROG_HEADEND, PROG_ENDPOINT, PROG_PASS])
+    }
+
+    /// [`Dataplane::load`], verifying only `programs`: the CNI plugin attaches the headend
+    /// alone, and each program verified costs time on every pod start.
+    pub fn load_only(pins: Option<&Path>, programs: &[&str]) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         let map_paths: Vec<(&str, PathBuf)> = match pins {
             Some(dir) => {
@@ -74,7 +80,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).context("loading the cats XDP object")?;
-        for name in [PROG_HEADEND, PROG_ENDPOINT, PROG_PASS] {
+        for &name in programs {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -98,7 +104,7 @@ impl Dataplane {
     }
 
     fn link_pin(&self, interface: &str) -> Option<PathBuf> {
-        self.pins.as_ref().map(|d| d.join("links").join(interface))
+        self.pins.as_deref().map(|pins| link_pin(pins, interface))
     }
 
     /// Attaches program `name` to `interface` of the calling thread's network namespace.
@@ -157,14 +163,20 @@ impl Dataplane {
     }
 }
 
+/// Where the attachment to `interface` is pinned: `<pins>/links/<interface>`.
+pub fn link_pin(pins: &Path, interface: &str) -> PathBuf {
+    pins.join("links").join(interface)
+}
+
 fn reuse_link(prog: &mut Xdp, path: &Path) -> Result<()> {
     let pinned = PinnedLink::from_pin(path)?;
     let fd: FdLink = pinned.into();
     let link = XdpLink::try_from(fd)?;
     let id = prog.attach_to_link(link)?;
-    // The pin keeps the attachment; dropping our handle must not detach it.
-    let link = prog.take_link(id)?;
-    std::mem::forget(link);
+    // Taken from the program so that dropping the program leaves it alone; dropping our
+    // handle only closes its fd (the pin keeps the attachment). Forgetting it instead would
+    // leak one fd per interface and apply.
+    drop(prog.take_link(id)?);
     Ok(())
 }
 
@@ -192,7 +204,8 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_bpffs(dir: &Path) -> Result<bool> {
+/// Whether `dir` is on a bpffs.
+pub fn is_bpffs(dir: &Path) -> Result<bool> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
     // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
