@@ -37,6 +37,7 @@ pub fn add(conf: &NetConf, attachment: &Attachment) -> Result<Value, CniError> {
         ));
     }
     pod_link::prepare_pod_end(netns, &attachment.ifname)?;
+    pod_link::add_neighbours(&pair, &addresses)?;
 
     let registration = Registration {
         network: conf.name.clone(),
@@ -104,6 +105,8 @@ fn release(conf: &NetConf, registration: &Registration) -> Result<(), CniError> 
         attachment::detach(&pins, &registration.host_interface).map_err(|e| {
             CniError::caused(Code::Io, format!("detaching from {}", registration.host_interface), e)
         })?;
+        pod_link::remove_neighbours(&registration.host_interface, &registration.addresses)
+            .map_err(|e| CniError::caused(Code::Io, "removing the pod's neighbour entries", e))?;
     }
     registry::remove(&conf.registry, &registration.container_id, &registration.ifname)
         .map_err(|e| CniError::caused(Code::Io, "removing the registration", e))?;

@@ -4,11 +4,14 @@
 //! The kernel, not `prevResult`, is the authority: `bridge` lists both the bridge and the
 //! veth as host interfaces, and Calico's thin result may name the host side only.
 
-use std::path::Path;
+use std::{future::Future, net::IpAddr, path::Path};
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp};
+use netlink_packet_route::{
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, LinkXdp},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+};
 
 use crate::spec::{CniError, Code};
 
@@ -22,6 +25,8 @@ struct Facts {
     peer: Option<u32>,
     /// The XDP program attached, if any.
     xdp_program: Option<u32>,
+    /// The link-layer address.
+    mac: Vec<u8>,
 }
 
 impl Facts {
@@ -32,11 +37,13 @@ impl Facts {
             veth: false,
             peer: None,
             xdp_program: None,
+            mac: Vec::new(),
         };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => facts.name = name.clone(),
                 LinkAttribute::Link(peer) => facts.peer = Some(*peer),
+                LinkAttribute::Address(mac) => facts.mac = mac.clone(),
                 LinkAttribute::LinkInfo(infos) => {
                     facts.veth |= infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
                 }
@@ -53,13 +60,24 @@ impl Facts {
     }
 }
 
-/// Every interface of the calling thread's network namespace.
-fn interfaces() -> Result<Vec<Facts>> {
+/// Runs `f` with a rtnetlink handle of the calling thread's network namespace.
+fn netlink<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(rtnetlink::Handle) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let (connection, handle, _) =
             rtnetlink::new_connection().context("opening a rtnetlink socket")?;
         tokio::spawn(connection);
+        f(handle).await
+    })
+}
+
+/// Every interface of the calling thread's network namespace.
+fn interfaces() -> Result<Vec<Facts>> {
+    netlink(|handle| async move {
         let messages: Vec<LinkMessage> =
             handle.link().get().execute().try_collect().await.context("listing interfaces")?;
         Ok(messages.iter().map(Facts::of).collect())
@@ -89,6 +107,8 @@ pub struct Pair {
     /// The node's end (in this namespace).
     pub host_interface: String,
     pub host_index: u32,
+    /// The pod's end's MAC address.
+    pub pod_mac: Vec<u8>,
 }
 
 /// Finds the node's end of the veth whose other end is `ifname` in `netns`.
@@ -117,7 +137,7 @@ pub fn find(netns: &Path, ifname: &str) -> Result<Pair, CniError> {
         .map_err(|e| CniError::caused(Code::NoVethPair, "cannot list the node's interfaces", e))?;
     host.into_iter()
         .find(|f| f.index == peer && f.veth && f.peer == Some(pod_end.index))
-        .map(|f| Pair { host_interface: f.name, host_index: f.index })
+        .map(|f| Pair { host_interface: f.name, host_index: f.index, pod_mac: pod_end.mac.clone() })
         .ok_or_else(|| {
             CniError::new(
                 Code::NoVethPair,
@@ -133,6 +153,69 @@ pub fn find(netns: &Path, ifname: &str) -> Result<Pair, CniError> {
 /// interface does not exist.
 pub fn xdp_program(interface: &str) -> Result<Option<u32>> {
     Ok(interfaces()?.into_iter().find(|f| f.name == interface).and_then(|f| f.xdp_program))
+}
+
+/// Permanent neighbour entries for the pod's addresses on the node's end. Pod routes are
+/// on-link host routes (`ptp`, Calico), so the node's XDP endpoint forwards a request for a
+/// pod instance to the pod's own address, and its FIB lookup needs that neighbour resolved:
+/// the kernel alone would only ever resolve the packet's destination, the service address.
+pub fn add_neighbours(pair: &Pair, addresses: &[IpAddr]) -> Result<(), CniError> {
+    let (index, mac, addresses) = (pair.host_index, pair.pod_mac.clone(), addresses.to_vec());
+    netlink(|handle| async move {
+        for address in addresses {
+            // `ip neigh replace ADDRESS lladdr MAC dev INDEX nud permanent`
+            handle
+                .neighbours()
+                .add(index, address)
+                .link_layer_address(&mac)
+                .state(NeighbourState::Permanent)
+                .replace()
+                .execute()
+                .await
+                .with_context(|| format!("neighbour {address}"))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| {
+        CniError::caused(
+            Code::NoVethPair,
+            format!("adding the pod's neighbour entries on {}", pair.host_interface),
+            e,
+        )
+    })
+}
+
+/// Removes the entries [`add_neighbours`] made on `interface`, if both are still there.
+pub fn remove_neighbours(interface: &str, addresses: &[IpAddr]) -> Result<()> {
+    let Some(index) = interfaces()?.into_iter().find(|f| f.name == interface).map(|f| f.index)
+    else {
+        return Ok(()); // Gone with the interface.
+    };
+    let addresses = addresses.to_vec();
+    netlink(|handle| async move {
+        let entries: Vec<NeighbourMessage> = handle
+            .neighbours()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .context("listing neighbours")?;
+        for entry in entries.into_iter().filter(|n| n.header.ifindex == index) {
+            let destination = entry.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                    Some(IpAddr::V4(*v4))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                    Some(IpAddr::V6(*v6))
+                }
+                _ => None,
+            });
+            if destination.is_some_and(|d| addresses.contains(&d)) {
+                handle.neighbours().del(entry).execute().await.context("removing a neighbour")?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Makes the pod's end fit for XDP at the node's end: GRO on (so the node's endpoint can

@@ -340,12 +340,19 @@ pub fn bridge(bridge: &str, subnets: &[(&str, &str)], dir: &Path) -> Value {
     json!({ "type": "bridge", "bridge": bridge, "isGateway": true, "ipam": host_local(subnets, dir) })
 }
 
+/// `host-local` over `subnets`, with a default route (through the gateway) per family.
 fn host_local(subnets: &[(&str, &str)], dir: &Path) -> Value {
     let ranges: Vec<Value> = subnets
         .iter()
         .map(|(subnet, gateway)| json!([{ "subnet": subnet, "gateway": gateway }]))
         .collect();
-    json!({ "type": "host-local", "ranges": ranges, "dataDir": dir.join("ipam") })
+    let routes: Vec<Value> = subnets
+        .iter()
+        .map(
+            |(subnet, _)| json!({ "dst": if subnet.contains(':') { "::/0" } else { "0.0.0.0/0" } }),
+        )
+        .collect();
+    json!({ "type": "host-local", "ranges": ranges, "routes": routes, "dataDir": dir.join("ipam") })
 }
 
 /// Names of the regular files of `dir` not starting with a dot (none when it is missing).

@@ -73,6 +73,10 @@ fn ptp_chain_add_check_del_leaves_nothing_behind() {
     assert_eq!(xdp_interfaces(&node), BTreeSet::from([registered.host_interface.clone()]));
     assert!(node.pins().join("links").join(&registered.host_interface).exists());
     assert!(pod_gro(&attachment), "GRO must be on in the pod for redirects into it");
+    // The pod's address is resolved on the node's end for good: XDP forwards to it.
+    let neighbours = node.ns.ip(&["neigh", "show", "dev", &registered.host_interface]).unwrap();
+    assert!(neighbours.contains(&format!("{address} lladdr")), "{neighbours}");
+    assert!(neighbours.contains("PERMANENT"), "{neighbours}");
 
     runtime.check(&list, &attachment, &result).unwrap().unwrap();
     // A missing pin is what CHECK is for.
