@@ -17,7 +17,9 @@ pub struct NetConf {
     pub cni_version: String,
     /// The network's name (GC is per network).
     pub name: String,
-    /// The topology node this host is, as the daemon's intent names it.
+    /// The topology node this host is, as the daemon's intent names it: `node`, or else the
+    /// first line of `nodeFile` (one configuration for every node, as a Multus
+    /// NetworkAttachmentDefinition is).
     pub node: String,
     /// Where pods are registered for the daemon.
     pub registry: PathBuf,
@@ -54,7 +56,10 @@ impl NetConf {
     fn fields(conf: &Map<String, Value>, cni_version: String) -> Result<NetConf, CniError> {
         let name = required_string(conf, "name")?;
         required_string(conf, "type")?;
-        let node = required_string(conf, "node")?;
+        let node = match optional_string(conf, "node")? {
+            Some(node) => node,
+            None => node_from_file(&absolute_path(conf, "nodeFile", DEFAULT_NODE_FILE)?)?,
+        };
         let node_ok = (1..=12).contains(&node.len())
             && node.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !node_ok {
@@ -90,6 +95,20 @@ impl NetConf {
             valid_attachments,
         })
     }
+}
+
+/// Where a node's name is kept when the configuration does not say it.
+pub const DEFAULT_NODE_FILE: &str = "/etc/cats/node";
+
+fn node_from_file(path: &Path) -> Result<String, CniError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CniError::caused(
+            Code::InvalidConfig,
+            format!("node is missing, and {} (nodeFile) cannot be read", path.display()),
+            e,
+        )
+    })?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
 }
 
 fn cni_version(conf: &Map<String, Value>) -> Result<String, CniError> {
@@ -208,6 +227,19 @@ mod tests {
     }
 
     #[test]
+    fn node_from_a_file_when_the_configuration_has_none() {
+        let file = std::env::temp_dir().join(format!("cats-cni-node-{}", std::process::id()));
+        std::fs::write(&file, "edge2\n").unwrap();
+        let text = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"t","nodeFile":"{}"}}"#,
+            file.display()
+        );
+        let conf = parse(&text);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(conf.unwrap().node, "edge2");
+    }
+
+    #[test]
     fn valid_attachments_are_read() {
         let conf = parse(
             r#"{"cniVersion":"1.1.0","name":"n","type":"t","node":"gw",
@@ -218,5 +250,59 @@ mod tests {
             conf.valid_attachments.unwrap().into_iter().collect::<Vec<_>>(),
             [("a".into(), "eth0".into())]
         );
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The cats entry of a list, as a runtime hands it to the plugin.
+    fn cats_entry(list: &Value) -> String {
+        let mut conf = list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["type"] == "cats-cni")
+            .unwrap()
+            .clone();
+        conf["name"] = list["name"].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf.to_string()
+    }
+
+    fn example(name: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cni").join(name);
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn calico_conflist_configures_cats() {
+        let list: Value = serde_json::from_str(&example("10-calico-cats.conflist")).unwrap();
+        // Calico's installer replaces the node name placeholder; here a real name stands in.
+        let text = cats_entry(&list).replace("__KUBERNETES_NODE_NAME__", "edge1");
+        let conf = NetConf::parse(text.as_bytes()).unwrap();
+        assert_eq!((conf.cni_version.as_str(), conf.node.as_str()), ("0.3.1", "edge1"));
+        assert_eq!(conf.registry, Path::new("/run/cats/pods"));
+    }
+
+    #[test]
+    fn multus_attachment_configures_cats() {
+        let yaml = example("multus-network-attachment.yaml");
+        let config: String = yaml
+            .split_once("config: |\n")
+            .unwrap()
+            .1
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let list: Value = serde_json::from_str(&config).unwrap();
+        let node_file = std::env::temp_dir().join(format!("cats-cni-nad-{}", std::process::id()));
+        std::fs::write(&node_file, "edge1\n").unwrap();
+        let text = cats_entry(&list).replace("/etc/cats/node", &node_file.to_string_lossy());
+        let conf = NetConf::parse(text.as_bytes());
+        std::fs::remove_file(&node_file).unwrap();
+        assert_eq!(conf.unwrap().node, "edge1");
     }
 }

@@ -257,3 +257,17 @@ fn merged_pods_compile_to_sids_and_weights() {
     assert_eq!(echo.weights.len(), 1);
     assert!(echo.weights[0].weight > 0);
 }
+
+#[test]
+fn example_pod_service_loads_with_the_example_intent() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(examples.join("smart-traffic/intent"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files.push(examples.join("cni/pod-service.yaml"));
+    let intent = load_files(&files).unwrap();
+    let selector = intent.service("plate-pods").unwrap().pod_selector.clone().unwrap();
+    assert!(selector.selects("shop", "plate-7f9c"));
+}
