@@ -67,6 +67,7 @@ pub fn add(conf: &NetConf, attachment: &Attachment) -> Result<Value, CniError> {
         Err(e) => {
             // Nothing stays behind from a failed ADD.
             let _ = registry::remove(&conf.registry, &attachment.container_id, &attachment.ifname);
+            let _ = pod_link::remove_neighbours(&pair.host_interface, &registration.addresses);
             return Err(CniError::caused(
                 Code::AttachFailed,
                 format!("attaching the cats headend to {}", pair.host_interface),

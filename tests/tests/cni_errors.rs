@@ -234,7 +234,7 @@ fn version_lists_what_is_supported() {
 }
 
 /// A failure after the registration was written (here: the bpffs is not writable as one)
-/// removes it again.
+/// removes it again, and the pod's neighbour entries.
 #[test]
 fn a_failed_attach_leaves_no_registration() {
     let f = Fixture::new();
@@ -250,4 +250,7 @@ fn a_failed_attach_leaves_no_registration() {
         101,
         "attaching the cats headend",
     );
+    // Nor the neighbour entries made before the attach failed.
+    let neighbours = f.node.ns.ip(&["neigh", "show", "nud", "permanent"]).unwrap();
+    assert!(neighbours.trim().is_empty(), "neighbour entries stayed: {neighbours}");
 }
