@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     agent::node::{self, AgentConfig, AgentStatus, SharedStatus},
@@ -21,7 +21,7 @@ use crate::{
         self, Gathered, Gatherer, MetricsReport, ProbeConfig, affinity::AffinityReport,
         headend_counters::HeadendCounters,
     },
-    paths,
+    paths, registry,
     store::EmbeddedStore,
 };
 
@@ -46,6 +46,8 @@ pub struct DaemonConfig {
     pub state_dir: Option<PathBuf>,
     /// Who picks instances: cats, or a baseline to compare it with.
     pub selector: Selector,
+    /// Pods the CNI plugin registered, merged into the intent ([`crate::registry`]).
+    pub registry: Option<PathBuf>,
 }
 
 /// What the daemon reports in its status file.
@@ -58,6 +60,8 @@ struct Status<'a> {
     /// The last compile error after a metric change (the running state is the previous
     /// compile's); cleared by the next compile that succeeds.
     compile_error: Option<&'a str>,
+    /// Pod registrations left out of the intent, and why.
+    registry_problems: &'a [String],
     nodes: BTreeMap<&'a str, NodeReport>,
     decisions: &'a [ServiceDecisions],
     /// Measured links and reported instances, stale ones marked.
@@ -93,12 +97,31 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     out
 }
 
+/// What a recompile follows: the intent files and the pod registry.
+fn sources_fingerprint(config: &DaemonConfig) -> Vec<(PathBuf, SystemTime, u64)> {
+    let mut seen = fingerprint(&config.intent_dir);
+    if let Some(dir) = &config.registry {
+        seen.extend(registry::fingerprint(dir));
+    }
+    seen
+}
+
+/// Logs the registrations left out of the intent (once per change, not every poll).
+fn report_registry(problems: &[String]) {
+    for problem in problems {
+        warn!("pod registration left out: {problem}");
+    }
+}
+
 pub async fn run(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let mut intent = intent::load_dir(&config.intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut seen = fingerprint(&config.intent_dir);
+    let mut seen = sources_fingerprint(&config);
+    let (mut intent, mut registry_problems) =
+        registry::load_intent(&config.intent_dir, config.registry.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    report_registry(&registry_problems);
     ensure_bpffs(&config.bpffs)?;
 
     let served: Vec<String> = if config.nodes.is_empty() {
@@ -132,6 +155,7 @@ pub async fn run(
             node: node.clone(),
             netns: paths::node_netns(config.netns_prefix.as_deref(), node),
             pins: paths::node_pins(&config.bpffs, scope, node),
+            registry: config.registry.clone(),
         };
         let status: SharedStatus = Arc::new(Mutex::new(AgentStatus::default()));
         node::spawn(agent, store.watch(node), status.clone())?;
@@ -158,13 +182,18 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         let mut changed = false;
-        let now_seen = fingerprint(&config.intent_dir);
+        let now_seen = sources_fingerprint(&config);
         if now_seen != seen {
             seen = now_seen;
             // All or nothing: a new intent replaces the running one only when it loads and
             // compiles; otherwise the running state stays the last good one.
-            let fresh =
-                intent::load_dir(&config.intent_dir).map_err(|e| e.to_string()).and_then(|new| {
+            let fresh = registry::load_intent(&config.intent_dir, config.registry.as_deref())
+                .map_err(|e| e.to_string())
+                .and_then(|(new, problems)| {
+                    if problems != registry_problems {
+                        report_registry(&problems);
+                        registry_problems = problems;
+                    }
                     // Link measurements are keyed by position in `spec.links`: a changed list
                     // starts unmeasured (the probers restart for it below).
                     let mut m = metrics.clone();
@@ -255,7 +284,7 @@ pub async fn run(
         if let Some(path) = &config.status_file {
             let status = status_json(
                 generation,
-                (intent_error.as_deref(), compile_error.as_deref()),
+                (intent_error.as_deref(), compile_error.as_deref(), &registry_problems),
                 &store,
                 &statuses,
                 &compiled,
@@ -350,7 +379,7 @@ fn publish(
 
 fn status_json(
     generation: u64,
-    (intent_error, compile_error): (Option<&str>, Option<&str>),
+    (intent_error, compile_error, registry_problems): (Option<&str>, Option<&str>, &[String]),
     store: &EmbeddedStore,
     statuses: &BTreeMap<String, SharedStatus>,
     compiled: &Compiled,
@@ -371,6 +400,7 @@ fn status_json(
         generation,
         intent_error,
         compile_error,
+        registry_problems,
         nodes,
         decisions: &compiled.decisions,
         metrics,

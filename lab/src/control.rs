@@ -121,7 +121,13 @@ pub fn daemon_config(
         poll: Duration::from_millis(200),
         state_dir: Some(run_dir.join("state")),
         selector: Default::default(),
+        registry: Some(lab_registry(run_dir)),
     }
+}
+
+/// Where pods attached to a lab's nodes by the CNI plugin are registered: `<run_dir>/pods`.
+pub fn lab_registry(run_dir: &Path) -> PathBuf {
+    run_dir.join("pods")
 }
 
 /// Removes the pins of every node of a lab (its programs and maps), once its namespaces are

@@ -18,8 +18,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// bpf-linker must use the same LLVM as the nightly rustc; it links rustc's own libLLVM.
 const LLVM_MAJOR: u32 = 22;
 
-/// Debian packages, and who needs each. (Only `ip`, `sysctl` and `ping` are called by code today;
-/// the rest are the tools for looking into a lab that misbehaves.)
+/// Debian packages, and who needs each. (Only `ip`, `sysctl`, `ping` and the CNI plugins are
+/// called by code today; the rest are the tools for looking into a lab that misbehaves.)
 const DEBIAN_PACKAGES: &[&str] = &[
     // `ip`: the lab's namespaces, veths, addresses and seg6/seg6local routes (lab/src/netns.rs).
     "iproute2",
@@ -35,6 +35,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     // `sysctl`: forwarding and seg6_enabled inside each namespace (lab/src/netns.rs, tests).
     "procps",
+    // `ptp`, `bridge`, `host-local` (in /usr/lib/cni): the interface plugins the CNI tests
+    // chain cats-cni after, standing in for Calico's (tests/tests/cni_*.rs).
+    "containernetworking-plugins",
 ];
 
 /// What a command needs before it runs.

@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub netns: Option<PathBuf>,
     /// Pin directory of this node's maps and links (must be on bpffs).
     pub pins: PathBuf,
+    /// The CNI plugin's pod registry: the links it pinned for registered pods are kept.
+    pub registry: Option<PathBuf>,
 }
 
 /// What an agent last did, for status output.
@@ -119,7 +121,14 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
         loop {
             let state = desired.borrow_and_update().clone();
             if let Some(state) = state {
-                match apply(&kernel, &mut dataplane, &state).await {
+                // Read at each apply: a pod the plugin attached after this state was compiled
+                // keeps its link.
+                let pods = config
+                    .registry
+                    .as_deref()
+                    .map(|dir| crate::registry::host_interfaces(dir, &config.node))
+                    .unwrap_or_default();
+                match apply(&kernel, &mut dataplane, &state, &pods).await {
                     Ok(attached) => {
                         applied_tx.send_replace(state.headend.clone().map(Arc::new));
                         let mut s = status.lock().expect("status lock");
@@ -157,11 +166,15 @@ async fn first_state(desired: &mut Watch) -> Option<Arc<NodeState>> {
 }
 
 /// Kernel first (the underlay and SIDs the encapsulated packets need), then the maps, then
-/// the attachments: a packet the headend steers always finds its way.
+/// the attachments: a packet the headend steers always finds its way. `pods` are the host
+/// interfaces of registered pods: their links belong to the CNI plugin, which attaches them
+/// on ADD and removes them on DEL, so they are never detached here, and a pod that is
+/// already gone (its interface with it) does not fail the node.
 async fn apply(
     kernel: &Kernel,
     dataplane: &mut Dataplane,
     state: &NodeState,
+    pods: &[String],
 ) -> Result<Vec<String>> {
     let changes = kernel.apply(state).await?;
     if !changes.is_empty() {
@@ -172,8 +185,13 @@ async fn apply(
         let tables = dataplane.apply_headend(headend)?;
         info!(node = %state.node, generation = state.generation, ?tables, "headend maps written");
         for iface in &headend.interfaces {
-            let how = dataplane.attach(PROG_HEADEND, iface, XdpMode::default())?;
-            info!(node = %state.node, interface = %iface, ?how, "headend attached");
+            match dataplane.attach(PROG_HEADEND, iface, XdpMode::default()) {
+                Ok(how) => info!(node = %state.node, interface = %iface, ?how, "headend attached"),
+                Err(e) if pods.contains(iface) => {
+                    warn!(node = %state.node, interface = %iface, error = %format!("{e:#}"), "pod interface not attached");
+                }
+                Err(e) => return Err(e),
+            }
             attached.push(iface.clone());
         }
     }
@@ -200,7 +218,8 @@ async fn apply(
             attached.push(iface.clone());
         }
     }
-    for gone in dataplane.detach_others(&attached)? {
+    let keep: Vec<String> = attached.iter().chain(pods).cloned().collect();
+    for gone in dataplane.detach_others(&keep)? {
         info!(node = %state.node, interface = %gone, "headend detached");
     }
     Ok(attached)

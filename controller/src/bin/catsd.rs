@@ -13,7 +13,7 @@ use cats_controller::{
     compile::{self, Metrics, Selector},
     daemon::{self, DaemonConfig},
     dataplane::program::remove_pins,
-    diff, explain, paths, running,
+    diff, explain, paths, registry, running,
     state::NodeState,
 };
 use clap::{Parser, Subcommand, ValueEnum};
@@ -58,6 +58,9 @@ enum Command {
         /// nearest-site (anycast), least-loaded, random or seed-formula.
         #[arg(long, default_value = "cats")]
         selector: Selector,
+        /// Where the CNI plugin (`cats-cni`) registers pods; they are merged into the intent.
+        #[arg(long, default_value = registry::DEFAULT_REGISTRY_DIR)]
+        registry: PathBuf,
     },
     /// Validate an intent directory; errors name file, line and field.
     Validate { dir: PathBuf },
@@ -151,6 +154,7 @@ fn run(cli: Cli) -> Result<()> {
             poll_ms,
             state_dir,
             selector,
+            registry,
         } => {
             let config = DaemonConfig {
                 intent_dir: intent,
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> Result<()> {
                 poll: Duration::from_millis(poll_ms),
                 state_dir: Some(state_dir),
                 selector,
+                registry: Some(registry),
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))

@@ -68,6 +68,17 @@ impl Dataplane {
     /// pinned by an earlier run is reopened whatever its size (its pins are live flows):
     /// [`Dataplane::affinity_table_size`] tells the size in force.
     pub fn load_sized(pins: Option<&Path>, affinity_entries: u32) -> Result<Self> {
+        Self::load_with(pins, affinity_entries, &[PROG_HEADEND, PROG_ENDPOINT, PROG_PASS])
+    }
+
+    /// [`Dataplane::load`], verifying only `programs`: the CNI plugin attaches the headend
+    /// alone, and each program verified costs time on every pod start. Maps it has to create
+    /// (before the node's agent did) get the default sizes.
+    pub fn load_only(pins: Option<&Path>, programs: &[&str]) -> Result<Self> {
+        Self::load_with(pins, AFFINITY_TABLE_SIZE, programs)
+    }
+
+    fn load_with(pins: Option<&Path>, affinity_entries: u32, programs: &[&str]) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_AFFINITY, affinity_entries);
         let map_paths: Vec<(&str, PathBuf)> = match pins {
@@ -84,7 +95,7 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).context("loading the cats XDP object")?;
-        for name in [PROG_HEADEND, PROG_ENDPOINT, PROG_PASS] {
+        for &name in programs {
             let prog: &mut Xdp = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the object"))?
@@ -118,7 +129,7 @@ impl Dataplane {
     }
 
     fn link_pin(&self, interface: &str) -> Option<PathBuf> {
-        self.pins.as_ref().map(|d| d.join("links").join(interface))
+        self.pins.as_deref().map(|pins| link_pin(pins, interface))
     }
 
     /// Attaches program `name` to `interface` of the calling thread's network namespace.
@@ -177,14 +188,20 @@ impl Dataplane {
     }
 }
 
+/// Where the attachment to `interface` is pinned: `<pins>/links/<interface>`.
+pub fn link_pin(pins: &Path, interface: &str) -> PathBuf {
+    pins.join("links").join(interface)
+}
+
 fn reuse_link(prog: &mut Xdp, path: &Path) -> Result<()> {
     let pinned = PinnedLink::from_pin(path)?;
     let fd: FdLink = pinned.into();
     let link = XdpLink::try_from(fd)?;
     let id = prog.attach_to_link(link)?;
-    // The pin keeps the attachment; dropping our handle must not detach it.
-    let link = prog.take_link(id)?;
-    std::mem::forget(link);
+    // Taken from the program so that dropping the program leaves it alone; dropping our
+    // handle only closes its fd (the pin keeps the attachment). Forgetting it instead would
+    // leak one fd per interface and apply.
+    drop(prog.take_link(id)?);
     Ok(())
 }
 
@@ -212,7 +229,8 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn is_bpffs(dir: &Path) -> Result<bool> {
+/// Whether `dir` is on a bpffs.
+pub fn is_bpffs(dir: &Path) -> Result<bool> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
     // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.

@@ -23,6 +23,7 @@ use super::model::{
     LinkRef, LocalityGroup, Node, Objective, PortMatch, Protocol, Role, ScoreRange, ScoreWeights,
     Scoring, SteeringPolicy, Topology, Underlay,
 };
+use super::pods::PodSelector;
 use super::yaml::{self, Pos, Value};
 use crate::state::FlowDefinition;
 
@@ -840,7 +841,11 @@ fn link(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Link> {
 }
 
 fn service(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Option<ComputeService> {
-    let f = de.fields(node, path, &["csId", "addresses", "ports", "requestCost", "instances"])?;
+    let f = de.fields(
+        node,
+        path,
+        &["csId", "addresses", "ports", "requestCost", "instances", "podSelector"],
+    )?;
     let cs_id = f.req(de, "csId", |de, node, path| int_in(de, node, path, 1, 16383));
     let addresses = f.req(de, "addresses", |de, node, path| {
         let addresses = strict_list(de, node, path, |de, node, path| {
@@ -857,18 +862,79 @@ fn service(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Opti
         Some(ports)
     });
     let request_cost = f.req(de, "requestCost", |de, node, path| positive(de, node, path, None));
-    let instances = f.req(de, "instances", |de, node, path| {
-        let instances = list(de, node, path, instance, Instance::default);
-        non_empty(de, path, instances)
-    });
+    // Selected pods are instances too, so a service with a selector may declare none.
+    let selects_pods = f.node("podSelector").is_some();
+    let pod_selector = f.opt(de, "podSelector", pod_selector);
+    let instances = if selects_pods {
+        f.opt_or(de, "instances", Vec::new(), |de, node, path| {
+            list(de, node, path, instance, Instance::default)
+        })
+    } else {
+        let instances = f.req(de, "instances", |de, node, path| {
+            let instances = list(de, node, path, instance, Instance::default);
+            non_empty(de, path, instances)
+        });
+        instances.unwrap_or_default()
+    };
     Some(ComputeService {
         name,
         cs_id: cs_id.unwrap_or_default(),
         addresses: addresses.unwrap_or_default(),
         ports,
         request_cost: request_cost.unwrap_or_default(),
-        instances: instances.unwrap_or_default(),
+        instances,
+        pod_selector,
     })
+}
+
+/// `podSelector`: which registered pods become instances, and the capacity of each.
+fn pod_selector(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<PodSelector> {
+    let f = de.fields(node, path, &["namespace", "namePrefix", "tops"])?;
+    let namespace = f.opt(de, "namespace", |de, node, path| {
+        let name = string(de, node, path)?;
+        let valid = (1..=63).contains(&name.len())
+            && name.chars().all(is_label_char)
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !valid {
+            de.err(
+                path,
+                format!(
+                    "{name:?} is not a Kubernetes namespace: use 1 to 63 lowercase letters, \
+                     digits or '-', starting and ending with a letter or digit"
+                ),
+            );
+            return None;
+        }
+        Some(name)
+    });
+    let name_prefix = f.opt(de, "namePrefix", |de, node, path| {
+        let prefix = string(de, node, path)?;
+        let valid = (1..=253).contains(&prefix.len())
+            && prefix.chars().all(|c| is_label_char(c) || c == '.');
+        if !valid {
+            de.err(
+                path,
+                format!(
+                    "{prefix:?} cannot start a pod name: use 1 to 253 lowercase letters, digits, \
+                     '-' or '.'"
+                ),
+            );
+            return None;
+        }
+        Some(prefix)
+    });
+    let tops = f.req(de, "tops", |de, node, path| positive(de, node, path, Some(1e6)));
+    let (namespace_path, prefix_path) = (f.path("namespace"), f.path("namePrefix"));
+    if !de.doc.has(&namespace_path) && !de.doc.has(&prefix_path) {
+        de.err(
+            path,
+            "set namespace or namePrefix (or both): a selector without either would make every \
+             pod of every namespace an instance",
+        );
+        return None;
+    }
+    Some(PodSelector { namespace, name_prefix, tops: tops? })
 }
 
 fn port_name(port: &PortMatch) -> String {

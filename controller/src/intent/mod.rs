@@ -25,6 +25,9 @@ mod decode;
 mod error;
 mod model;
 #[cfg(test)]
+mod pod_tests;
+mod pods;
+#[cfg(test)]
 mod tests;
 mod validate;
 mod yaml;
@@ -38,6 +41,7 @@ pub use model::{
     Intent, Link, LinkRef, LocalityGroup, Node, Objective, PortMatch, Protocol, Role, ScoreRange,
     ScoreWeights, Scoring, SteeringPolicy, Topology, Underlay,
 };
+pub use pods::{PodSelector, with_pods};
 
 /// The `apiVersion` every document must carry.
 pub const API_VERSION: &str = decode::API_VERSION;

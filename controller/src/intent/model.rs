@@ -152,8 +152,11 @@ pub struct ComputeService {
     pub ports: Vec<PortMatch>,
     /// Tera-operations one request costs, > 0.
     pub request_cost: f64,
-    /// Non-empty.
+    /// Non-empty, unless `pod_selector` is set.
     pub instances: Vec<Instance>,
+    /// Pods registered by the CNI plugin that become instances too (see [`super::pods`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<super::pods::PodSelector>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

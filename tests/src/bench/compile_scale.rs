@@ -167,6 +167,7 @@ pub fn generate(shape: Shape, seed: u64) -> Intent {
             ports: vec![PortMatch { protocol: Protocol::Udp, port: 7000 }],
             request_cost: 0.05,
             instances,
+            pod_selector: None,
         });
         policies.push(policy);
     }
