@@ -769,12 +769,10 @@ fn topology_node(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Node>
         no_repeats(de, path, &names, "flavor");
         Some(flavors)
     });
-    let affinity_table_size = f.opt(de, "affinityTableSize", |de, node, path| {
-        int_in(de, node, path, 1024, 16_777_216)
-    });
+    let affinity_table_size =
+        f.opt(de, "affinityTableSize", |de, node, path| int_in(de, node, path, 1024, 16_777_216));
     let affinity_path = f.path("affinityTableSize");
-    if affinity_table_size.is_some()
-        && roles.as_ref().is_some_and(|r| !r.contains(&Role::Ingress))
+    if affinity_table_size.is_some() && roles.as_ref().is_some_and(|r| !r.contains(&Role::Ingress))
     {
         de.err(&affinity_path, "only nodes with role ingress have an affinity table");
     }
