@@ -129,6 +129,14 @@ impl RequestStream {
         self.log.lock().expect("stream log").iter().map(Vec::len).sum()
     }
 
+    /// The log so far (replies still due show as lost), to wait for a stream to settle.
+    pub fn snapshot(&self) -> StreamLog {
+        let flows = self.log.lock().expect("stream log").clone();
+        let mut records: Vec<StreamRecord> = flows.into_iter().flatten().collect();
+        records.sort_by_key(|r| r.sent);
+        StreamLog { flows: self.flows, records }
+    }
+
     /// Stops sending, waits for the replies still due (at most [`REPLY_TIMEOUT`]), and returns
     /// every request with its fate.
     pub fn stop(mut self) -> StreamLog {
