@@ -70,12 +70,12 @@ impl LabNetwork {
             (self.node(&link.a).name().to_string(), self.node(&link.b).name().to_string());
         let result = match &link.relay {
             // The relay namespace holds no addresses or routes: nothing to save.
-            Some(relay) => self.faults.take_down(relay, &["ra".into(), "rb".into()], &fault, false),
+            Some(relay) => {
+                self.faults.take_down(&[(relay, &["ra".into(), "rb".into()])], &fault, false)
+            }
             None => {
                 let (ia, ib) = (from_ref(&link.a_interface), from_ref(&link.b_interface));
-                self.faults
-                    .take_down(&na, ia, &fault, true)
-                    .and_then(|()| self.faults.take_down(&nb, ib, &fault, true))
+                self.faults.take_down(&[(&na, ia), (&nb, ib)], &fault, true)
             }
         };
         if result.is_err() {
@@ -107,7 +107,7 @@ impl LabNetwork {
         }
         let result = interfaces(&ns).and_then(|ifaces| {
             let ifaces: Vec<String> = ifaces.into_iter().filter(|i| i != "lo").collect();
-            self.faults.take_down(&ns, &ifaces, &fault, true)
+            self.faults.take_down(&[(&ns, &ifaces)], &fault, true)
         });
         if result.is_err() {
             let _ = self.faults.bring_up(&fault);
@@ -163,23 +163,33 @@ impl Faults {
         self.held.values().any(|h| h.by.contains(fault))
     }
 
-    /// Takes `ifaces` of namespace `ns` down for `fault`, saving the configuration of those
-    /// not down already first if `save`.
-    fn take_down(&mut self, ns: &str, ifaces: &[String], fault: &Fault, save: bool) -> Result<()> {
-        let mut newly = Vec::new();
-        for iface in ifaces {
-            let key = (ns.to_string(), iface.clone());
-            if !self.held.contains_key(&key) {
-                let saved = if save { Some(Saved::take(ns, iface)?) } else { None };
-                newly.push(iface.clone());
-                self.held.insert(key.clone(), Held { by: BTreeSet::new(), saved });
+    /// Takes interfaces down for `fault`, `places` naming them per namespace. With `save`,
+    /// the configuration of every one not down already is saved first, all before any goes
+    /// down: the far end of a veth loses its carrier, and a route saved without carrier would
+    /// be marked `linkdown`.
+    fn take_down(&mut self, places: &[(&str, &[String])], fault: &Fault, save: bool) -> Result<()> {
+        let mut newly: Vec<(&str, &String)> = Vec::new();
+        for &(ns, ifaces) in places {
+            for iface in ifaces {
+                let key = (ns.to_string(), iface.clone());
+                if !self.held.contains_key(&key) {
+                    let saved = if save { Some(Saved::take(ns, iface)?) } else { None };
+                    newly.push((ns, iface));
+                    self.held.insert(key.clone(), Held { by: BTreeSet::new(), saved });
+                }
+                self.held.get_mut(&key).expect("inserted above").by.insert(fault.clone());
             }
-            self.held.get_mut(&key).expect("inserted above").by.insert(fault.clone());
         }
-        // One batch, so the interfaces go down together.
-        let batch: String = newly.iter().map(|i| format!("link set dev {i} down\n")).collect();
-        if !batch.is_empty() {
-            ip_in(ns, &["-batch", "-"], Some(Input::Bytes(batch.as_bytes())))?;
+        // One batch per namespace, so its interfaces go down together.
+        for &(ns, _) in places {
+            let batch: String = newly
+                .iter()
+                .filter(|(n, _)| *n == ns)
+                .map(|(_, i)| format!("link set dev {i} down\n"))
+                .collect();
+            if !batch.is_empty() {
+                ip_in(ns, &["-batch", "-"], Some(Input::Bytes(batch.as_bytes())))?;
+            }
         }
         Ok(())
     }
@@ -242,8 +252,11 @@ impl Saved {
     }
 
     fn restore_routes(&self, ns: &str, iface: &str) -> Result<()> {
-        restore(ns, "route", &self.routes4).with_context(|| format!("IPv4 routes of {iface}"))?;
-        restore(ns, "route", &self.routes6).with_context(|| format!("IPv6 routes of {iface}"))?;
+        for (routes, family) in [(&self.routes4, "IPv4"), (&self.routes6, "IPv6")] {
+            let mut routes = routes.clone();
+            without_carrier_flags(&mut routes);
+            restore(ns, "route", &routes).with_context(|| format!("{family} routes of {iface}"))?;
+        }
         for (addr, rest) in &self.neighbours {
             let mut args = vec!["neigh", "replace", addr.as_str(), "dev", iface];
             args.extend(rest.iter().map(String::as_str));
@@ -272,6 +285,32 @@ fn lasting_neighbours(entries: &Value) -> Vec<(String, Vec<String>)> {
         }
     }
     out
+}
+
+/// Clears the `dead` and `linkdown` flags of the routes in an `ip route save` dump (a route
+/// saved while its interface had no carrier carries them, and the kernel refuses to add a
+/// route with them). The dump is a 4-byte magic, then netlink messages as the kernel sent
+/// them; next-hop flags inside multipath routes are left as they are.
+fn without_carrier_flags(dump: &mut [u8]) {
+    const RTM_NEWROUTE: u16 = 24;
+    // nlmsghdr (16 bytes), then rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
+    // type (one byte each), flags (u32).
+    const FLAGS_AT: usize = 16 + 8;
+    const CLEAR: u32 = 0x1 | 0x10; // RTNH_F_DEAD | RTNH_F_LINKDOWN
+    let mut at = 4;
+    while at + FLAGS_AT + 4 <= dump.len() {
+        let len = u32::from_ne_bytes(dump[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len < FLAGS_AT + 4 || at + len > dump.len() {
+            return;
+        }
+        let kind = u16::from_ne_bytes(dump[at + 4..at + 6].try_into().expect("2 bytes"));
+        if kind == RTM_NEWROUTE {
+            let f = at + FLAGS_AT;
+            let flags = u32::from_ne_bytes(dump[f..f + 4].try_into().expect("4 bytes"));
+            dump[f..f + 4].copy_from_slice(&(flags & !CLEAR).to_ne_bytes());
+        }
+        at += len.next_multiple_of(4);
+    }
 }
 
 /// Feeds an `ip addr save` or `ip route save` dump back to the kernel.
@@ -335,4 +374,37 @@ fn ip_in(ns: &str, args: &[&str], stdin: Option<Input>) -> Result<Vec<u8>> {
         );
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carrier_flags_are_cleared_in_every_route_message_and_nothing_else() {
+        // Magic, then two 28-byte route messages, flags DEAD|LINKDOWN|ONLINK (0x15) and 0x10,
+        // then a message of another type whose bytes at the flags' place must stay.
+        let message = |kind: u16, flags: u32| {
+            let mut m = Vec::new();
+            m.extend_from_slice(&28u32.to_ne_bytes());
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&[0; 10]);
+            m.extend_from_slice(&[10, 24, 0, 0, 254, 202, 0, 1]);
+            m.extend_from_slice(&flags.to_ne_bytes());
+            m
+        };
+        let mut dump = 0x4531_1224u32.to_ne_bytes().to_vec();
+        dump.extend(message(24, 0x15));
+        dump.extend(message(24, 0x10));
+        dump.extend(message(20, 0x11));
+        without_carrier_flags(&mut dump);
+        let flags_of = |k: usize| {
+            let at = 4 + 28 * k + 24;
+            u32::from_ne_bytes(dump[at..at + 4].try_into().unwrap())
+        };
+        assert_eq!((flags_of(0), flags_of(1), flags_of(2)), (0x4, 0, 0x11));
+        // A truncated dump is left alone rather than read past its end.
+        let mut short = dump[..40].to_vec();
+        without_carrier_flags(&mut short);
+    }
 }

@@ -15,7 +15,7 @@ use std::{
 
 use cats_common::health::{Probe, ProbePath};
 use cats_tests::{
-    lab_env::LabEnv,
+    lab_env::{LabEnv, LabOptions},
     stream::{REPLY_TIMEOUT, RequestStream, StreamLog},
 };
 
@@ -292,6 +292,32 @@ fn a_cut_link_and_a_dead_node_stop_their_instance_until_undone() {
     let e = lab.cut_link("core", "gw").unwrap_err();
     assert!(format!("{e:#}").contains("link gw-core is cut already"), "{e:#}");
     lab.restore_link("gw", "core").unwrap();
+}
+
+#[test]
+fn a_link_without_relay_is_cut_at_its_veth_ends_and_comes_back_configured() {
+    let options = LabOptions { delays: false, instances: true };
+    let mut env = LabEnv::start_with(|_| Ok(()), options).unwrap();
+    let (core, edge1) =
+        (env.lab().node("core").name().to_string(), env.lab().node("edge1").name().to_string());
+    let before = (kernel_config(&core), kernel_config(&edge1));
+    env.lab_mut().cut_link("edge1", "core").unwrap();
+    for (ns, iface) in [(&core, "edge1"), (&edge1, "core")] {
+        let link = cats_lab::netns::ip(&["-n", ns, "-o", "link", "show", iface]).unwrap();
+        assert!(link.contains("state DOWN"), "{ns} {iface}: {link}");
+    }
+    // The kernel flushed the link's routes and IPv6 addresses on both ends.
+    assert_ne!(kernel_config(&edge1), before.1);
+    env.lab_mut().restore_link("core", "edge1").unwrap();
+    assert_eq!((kernel_config(&core), kernel_config(&edge1)), before);
+
+    wait_healthy(&env);
+    let stream =
+        RequestStream::start(&env.lab().clients("gw").path(), service6(), FLOWS, RATE).unwrap();
+    warm_up(&stream);
+    let log = stream.stop();
+    let answered: BTreeSet<String> = log.instances_per_flow().into_iter().flatten().collect();
+    assert!(answered.contains("edge1-a"), "edge1-a answers again: {answered:?}");
 }
 
 /// A node's addresses, main-table routes and lasting neighbour entries, normalised (no
