@@ -139,18 +139,25 @@ pub fn remove_lab_pins(intent: &Intent, bpffs: &Path, prefix: &str) -> Result<()
     Ok(())
 }
 
-/// Starts every instance of the intent in its namespace, reporting metrics to
-/// `<run_dir>/metrics/<instance>.json`. Each can then be stopped and started on its own
+/// Starts every instance of the intent in its namespace, on the service's ports and its
+/// policies' health port, reporting metrics to `<run_dir>/metrics/<instance>.json`. Each can then be stopped and started on its own
 /// ([`LabNetwork::stop_instance`], [`LabNetwork::start_instance`]).
 pub fn start_instances(lab: &mut LabNetwork, intent: &Intent, run_dir: &Path) -> Result<()> {
     let metrics = run_dir.join("metrics");
     std::fs::create_dir_all(&metrics)?;
     for svc in &intent.services {
-        let ports: Vec<u16> = if svc.ports.is_empty() {
+        let mut ports: Vec<u16> = if svc.ports.is_empty() {
             vec![DEFAULT_PORT]
         } else {
             svc.ports.iter().map(|p| p.port).collect()
         };
+        // A policy may have the headends probe on a port of its own: listen there too, or
+        // every probe would go unanswered.
+        for policy in intent.policies.iter().filter(|p| p.service == svc.name) {
+            if let Some(port) = policy.health.port.filter(|p| !ports.contains(p)) {
+                ports.push(port);
+            }
+        }
         let listen: Vec<SocketAddr> = svc
             .addresses
             .iter()

@@ -266,6 +266,10 @@ fn serve(
 
         let end = start + service;
         sleep_until(end, stop);
+        if stop.load(Ordering::Relaxed) {
+            // A stopped instance is a dead process: the request in service gets no reply.
+            return Ok(());
+        }
         let done = Instant::now();
         let reply = Reply::to(
             &job.req,
