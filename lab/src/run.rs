@@ -188,6 +188,7 @@ fn observe(
     let mut answered = std::collections::HashSet::new();
     let mut generation = daemon.status()?["generation"].clone();
     let mut reported_error = Value::Null;
+    let mut unreachable = std::collections::BTreeMap::new();
     let mut pending: Vec<&Event> = scenario.events.iter().collect();
     print_header(names);
     loop {
@@ -219,6 +220,7 @@ fn observe(
         second += 1;
 
         let status = daemon.status()?;
+        print_health(&status, &mut unreachable);
         if status["generation"] != generation {
             generation = status["generation"].clone();
             print_weights(&generation, &status);
@@ -288,6 +290,14 @@ fn fire(event: &Event, lab: &mut LabNetwork, intent_dir: &Path) -> Result<()> {
         copy_yaml(dir, intent_dir)?;
         println!("   intent files from {} copied over the running intent", dir.display());
     }
+    if let Some(name) = &event.stop_instance {
+        lab.stop_instance(name)?;
+        println!("   {name} stopped: its sockets are closed, nothing answers there");
+    }
+    if let Some(name) = &event.start_instance {
+        lab.start_instance(name)?;
+        println!("   {name} started again");
+    }
     Ok(())
 }
 
@@ -311,6 +321,33 @@ fn print_window(second: u64, names: &[String], w: &Window) {
 }
 
 /// One line per service and ingress: the new weights and the predictions behind them.
+/// Prints what each headend's prober newly finds unreachable or reachable again.
+fn print_health(status: &Value, seen: &mut std::collections::BTreeMap<String, Value>) {
+    for (node, report) in status["nodes"].as_object().into_iter().flatten() {
+        let now = &report["health"]["unreachable"];
+        let before = seen.get(node).cloned().unwrap_or(Value::Array(Vec::new()));
+        if now.is_array() && *now != before {
+            let names = |v: &Value| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect()
+            };
+            let (now_names, before_names) = (names(now), names(&before));
+            for gone in now_names.iter().filter(|n| !before_names.contains(n)) {
+                println!(
+                    "{node}: {gone} does not answer its health probes: its flows go to their backup"
+                );
+            }
+            for back in before_names.iter().filter(|n| !now_names.contains(n)) {
+                println!("{node}: {back} answers its health probes again");
+            }
+            seen.insert(node.clone(), now.clone());
+        }
+    }
+}
+
 fn print_weights(generation: &Value, status: &Value) {
     for sd in status["decisions"].as_array().into_iter().flatten() {
         let parts: Vec<String> = sd["decisions"]

@@ -80,6 +80,12 @@ pub struct Event {
     /// as an operator would change it.
     #[serde(default)]
     pub intent: Option<PathBuf>,
+    /// An instance whose process dies (its sockets close).
+    #[serde(default)]
+    pub stop_instance: Option<String>,
+    /// A stopped instance that starts again.
+    #[serde(default)]
+    pub start_instance: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

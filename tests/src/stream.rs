@@ -137,6 +137,37 @@ impl RequestStream {
         StreamLog { flows: self.flows, records }
     }
 
+    /// Waits until every flow has answered and, for `quiet`, every request sent in the last
+    /// second but more than 100 ms ago has been answered; returns when that was. A fresh lab
+    /// sometimes holds the first replies for a second: a neighbour entry on the way back
+    /// (seen: core's for gw) whose first solicitation went unanswered waits for the 1 s
+    /// retransmit.
+    pub fn settle(&self, quiet: Duration, within: Duration) -> Result<Instant> {
+        let deadline = Instant::now() + within;
+        let mut settled_since: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let log = self.snapshot();
+            let due = now - Duration::from_millis(100);
+            let all_flows = log.instances_per_flow().iter().all(|f| !f.is_empty());
+            let window = now.checked_sub(REPLY_TIMEOUT).unwrap_or(now);
+            let behind =
+                log.records.iter().any(|r| r.sent >= window && r.sent < due && r.reply.is_none());
+            if all_flows && !behind {
+                let since = *settled_since.get_or_insert(now);
+                if now - since >= quiet {
+                    return Ok(now);
+                }
+            } else {
+                settled_since = None;
+            }
+            if now >= deadline {
+                bail!("the stream never settled within {within:?}: {:?}", log.instances_per_flow());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops sending, waits for the replies still due (at most [`REPLY_TIMEOUT`]), and returns
     /// every request with its fate.
     pub fn stop(mut self) -> StreamLog {

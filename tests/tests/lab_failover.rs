@@ -21,9 +21,11 @@ fn service() -> SocketAddr {
 }
 
 /// 16 flows at 100 requests/s in all: well within one edge's 200 requests/s, so losing an
-/// edge overloads nothing.
-fn stream(env: &LabEnv) -> RequestStream {
-    RequestStream::start(&env.lab().clients("gw").path(), service(), 16, 100.0).unwrap()
+/// edge overloads nothing. Returns once every flow answers steadily, and when that was.
+fn stream(env: &LabEnv) -> (RequestStream, Instant) {
+    let s = RequestStream::start(&env.lab().clients("gw").path(), service(), 16, 100.0).unwrap();
+    let settled = s.settle(Duration::from_millis(500), Duration::from_secs(10)).unwrap();
+    (s, settled)
 }
 
 /// Waits until `pred` holds for the daemon's status, or fails showing the gateway's part.
@@ -106,8 +108,7 @@ fn the_gateway_probes_every_instance_over_its_path() {
 #[test]
 fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
-    let running = stream(&env);
-    std::thread::sleep(Duration::from_secs(1));
+    let (running, _) = stream(&env);
     let failed_at = Instant::now();
     env.lab_mut().stop_instance("edge1-a").unwrap();
     wait_status(&env, "edge1-a unreachable", |s| unreachable(s) == ["edge1-a"]);
@@ -128,21 +129,18 @@ fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() 
     wait_status(&env, "edge1-a reachable with weight", |s| {
         unreachable(s).is_empty() && weight(s, "edge1-a") > 0
     });
-    let log = {
-        let again = stream(&env);
-        std::thread::sleep(Duration::from_secs(1));
-        again.stop()
-    };
+    let (again, settled) = stream(&env);
+    std::thread::sleep(Duration::from_millis(500));
+    let log = again.stop();
     let reached: BTreeSet<&str> = log.records.iter().filter_map(|r| r.instance()).collect();
     assert!(reached.contains("edge1-a"), "new flows after the restart: {reached:?}");
-    assert!(log.lost_after(log.records[0].sent).is_empty(), "lost after recovery");
+    assert!(log.lost_after(settled).is_empty(), "lost after recovery");
 }
 
 #[test]
 fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
-    let running = stream(&env);
-    std::thread::sleep(Duration::from_secs(1));
+    let (running, _) = stream(&env);
     let failed_at = Instant::now();
     env.lab_mut().cut_link("core", "edge2").unwrap();
     wait_status(&env, "edge2-a unreachable", |s| unreachable(s) == ["edge2-a"]);
@@ -165,8 +163,7 @@ fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
 #[test]
 fn a_dead_node_is_detected_and_its_flows_move() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
-    let running = stream(&env);
-    std::thread::sleep(Duration::from_secs(1));
+    let (running, _) = stream(&env);
     let failed_at = Instant::now();
     env.lab_mut().kill_node("edge1").unwrap();
     wait_status(&env, "edge1-a unreachable", |s| unreachable(s) == ["edge1-a"]);
@@ -178,8 +175,7 @@ fn a_dead_node_is_detected_and_its_flows_move() {
 #[test]
 fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
     let env = LabEnv::start(|_| Ok(())).unwrap();
-    let running = stream(&env);
-    std::thread::sleep(Duration::from_secs(1));
+    let (running, settled) = stream(&env);
     let services = std::fs::read_to_string(env.intent_dir.join("services.yaml")).unwrap();
     let anchor = "    - name: edge1-a\n";
     assert!(services.contains(anchor));
@@ -187,8 +183,8 @@ fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
     env.write_intent("services.yaml", &drained).unwrap();
     wait_status(&env, "edge1-a drained", |s| weight(s, "edge1-a") == 0);
     // New flows while the old ones go on.
-    let fresh = stream(&env);
-    std::thread::sleep(Duration::from_secs(2));
+    let (fresh, fresh_settled) = stream(&env);
+    std::thread::sleep(Duration::from_secs(1));
     let (old, new) = (running.stop(), fresh.stop());
 
     let paths = old.instances_per_flow();
@@ -198,16 +194,15 @@ fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
     }
     let reached: BTreeSet<&str> = new.records.iter().filter_map(|r| r.instance()).collect();
     assert!(!reached.contains("edge1-a"), "a new flow reached the drained edge1-a");
-    for log in [&old, &new] {
-        assert!(log.lost_after(log.records[0].sent).is_empty(), "requests lost while draining");
+    for (log, from) in [(&old, settled), (&new, fresh_settled)] {
+        assert!(log.lost_after(from).is_empty(), "requests lost while draining");
     }
 }
 
 #[test]
 fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
-    let running = stream(&env);
-    std::thread::sleep(Duration::from_secs(1));
+    let (running, settled) = stream(&env);
     env.stop_daemon().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     env.start_daemon().unwrap();
@@ -216,7 +211,7 @@ fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
     for (flow, path) in log.instances_per_flow().iter().enumerate() {
         assert_eq!(path.len(), 1, "flow {flow} moved across the restart: {path:?}");
     }
-    let lost = log.lost_after(log.records[0].sent);
+    let lost = log.lost_after(settled);
     assert!(lost.is_empty(), "{} requests lost across the restart", lost.len());
 }
 
@@ -236,18 +231,25 @@ fn restarting_the_gateway_agent_alone_loses_no_request() {
     for d in [&rest, &gw] {
         d.wait_applied(Duration::from_secs(30)).unwrap();
     }
-    let running = stream(&env);
-    std::thread::sleep(Duration::from_secs(1));
+    let (running, settled) = stream(&env);
     gw.stop().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let gw = Daemon::start(config(&["gw"], "gw.json")).unwrap();
     gw.wait_applied(Duration::from_secs(30)).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let log = running.stop();
+    let gw_counters = env.counters("gw").unwrap();
+    let failovers = [Event::FailoverAlternate, Event::FailoverRepinned, Event::FailoverUnavailable]
+        .map(|e| (e.label(), gw_counters.events(e).unwrap()));
+    let health = gw.status().unwrap()["nodes"]["gw"]["health"].clone();
     for (flow, path) in log.instances_per_flow().iter().enumerate() {
-        assert_eq!(path.len(), 1, "flow {flow} moved across the agent restart: {path:?}");
+        assert_eq!(
+            path.len(),
+            1,
+            "flow {flow} moved across the agent restart: {path:?}; {failovers:?}; {health}"
+        );
     }
-    let lost = log.lost_after(log.records[0].sent);
+    let lost = log.lost_after(settled);
     assert!(lost.is_empty(), "{} requests lost across the agent restart", lost.len());
     drop((gw, rest));
 }

@@ -16,7 +16,7 @@ use std::{
 use cats_common::health::{Probe, ProbePath};
 use cats_tests::{
     lab_env::{LabEnv, LabOptions},
-    stream::{REPLY_TIMEOUT, RequestStream, StreamLog},
+    stream::{RequestStream, StreamLog},
 };
 
 const FLOWS: usize = 12;
@@ -47,32 +47,9 @@ struct Watched {
     up_done: Instant,
 }
 
-/// Waits until every flow has answered and, for [`WARM_UP`], every request sent in the last
-/// second but more than 100 ms ago has been answered. A fresh lab sometimes holds the first
-/// replies for a second: a neighbour entry on the way back (seen: core's for gw) whose first
-/// solicitation went unanswered waits for the 1 s retransmit.
+/// Waits until the stream settled for [`WARM_UP`] ([`RequestStream::settle`]).
 fn warm_up(stream: &RequestStream) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut settled_since: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        let log = stream.snapshot();
-        let due = now - Duration::from_millis(100);
-        let all_flows = log.instances_per_flow().iter().all(|f| !f.is_empty());
-        let window = now.checked_sub(REPLY_TIMEOUT).unwrap_or(now);
-        let behind =
-            log.records.iter().any(|r| r.sent >= window && r.sent < due && r.reply.is_none());
-        if all_flows && !behind {
-            let since = *settled_since.get_or_insert(now);
-            if now - since >= WARM_UP {
-                return;
-            }
-        } else {
-            settled_since = None;
-        }
-        assert!(now < deadline, "the stream never settled: {:?}", log.instances_per_flow());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stream.settle(WARM_UP, Duration::from_secs(10)).unwrap();
 }
 
 /// Runs a stream, applies `fault` after the warm-up, undoes it with `undo` after [`FAULT`].

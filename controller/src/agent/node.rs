@@ -100,16 +100,23 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
         // The prober probes what the maps hold: it gets each headend state once applied.
         let (applied_tx, applied_rx) = watch::channel(None);
         let health = HealthMap::take(&mut dataplane)?;
+        // On a thread of its own: an apply (kernel reconcile, map writes) must never hold up
+        // the probes and echoes a detection time is made of.
         let prober_status = status.clone();
         let node = config.node.clone();
-        tokio::spawn(async move {
+        std::thread::Builder::new().name(format!("prober:{}", config.node)).spawn(move || {
             let report = move |r: HealthReport| {
                 prober_status.lock().expect("status lock").health = Some(r);
             };
-            if let Err(e) = health::run(applied_rx, health, report).await {
+            let probing = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(health::run(applied_rx, health, report)));
+            if let Err(e) = probing {
                 warn!(node = %node, error = %format!("{e:#}"), "health prober stopped");
             }
-        });
+        })?;
         let heartbeat = status.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);

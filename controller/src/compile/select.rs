@@ -134,6 +134,8 @@ pub struct Decision {
     pub held: bool,
     /// Why it got no weight, if it got none.
     pub excluded: Option<String>,
+    /// No instance had the policy's compute margin: this one takes flows anyway.
+    pub last_resort: bool,
     /// Nodes of the chosen path (filled in by the compile step).
     pub path: Vec<String>,
     /// The segment list the headend pushes, decoded (filled in by the compile step).
@@ -223,6 +225,19 @@ pub fn decide(
         })
         .collect();
 
+    // Last resort: when no instance has the compute margin the policy asks for, a slow
+    // answer beats none: those short only of `minFreeTops` (not of a path or a latency
+    // bound) take the flows, marked, rather than the service black-holing them.
+    let short_of_compute = |d: &Decision| {
+        d.excluded.as_deref().is_some_and(|e| e.starts_with(SHORT_OF_COMPUTE))
+    };
+    if decisions.iter().all(|d| d.excluded.is_some()) && decisions.iter().any(short_of_compute) {
+        for d in decisions.iter_mut().filter(|d| short_of_compute(d)) {
+            d.excluded = None;
+            d.last_resort = true;
+        }
+    }
+
     // Locality: the most preferred group with a candidate left; the others are its failover.
     let Some(group) = decisions.iter().filter(|d| d.excluded.is_none()).map(|d| d.group).min()
     else {
@@ -253,6 +268,9 @@ pub fn decide(
     decisions
 }
 
+/// How an exclusion for lack of compute margin begins (the last resort lifts those).
+const SHORT_OF_COMPUTE: &str = "free compute";
+
 /// The policy's hard constraints, as a reason; `None` when the candidate meets them all.
 fn constraint_violation(
     c: &Candidate,
@@ -265,7 +283,7 @@ fn constraint_violation(
     }
     let free = c.tops * (1.0 - c.utilization.clamp(0.0, 1.0));
     if let Some(min) = policy.min_free_tops.filter(|min| free < *min) {
-        return Some(format!("free compute {free:.2} TOPS < minFreeTops {min}"));
+        return Some(format!("{SHORT_OF_COMPUTE} {free:.2} TOPS < minFreeTops {min}"));
     }
     // An instance without flows must keep the margin after taking the whole demand: its
     // utilisation does not show our load yet, and admitting it on today's figure would send
@@ -273,7 +291,8 @@ fn constraint_violation(
     let after = free - policy.demand_rps * c.request_cost;
     if let Some(min) = policy.min_free_tops.filter(|min| !had_flows && after < *min) {
         return Some(format!(
-            "free compute {free:.2} TOPS, {after:.2} after taking the demand < minFreeTops {min}"
+            "{SHORT_OF_COMPUTE} {free:.2} TOPS, {after:.2} after taking the demand < minFreeTops \
+             {min}"
         ));
     }
     None

@@ -196,7 +196,7 @@ fn one_run(env: &mut LabEnv, kind: Kind, f: &mut Figures) -> Result<()> {
         8,
         800.0,
     )?;
-    std::thread::sleep(Duration::from_secs(1));
+    stream.settle(Duration::from_millis(500), Duration::from_secs(10))?;
     kind.inject(env)?;
     let waited = wait_until(env, "edge1-a unreachable", |s| health_unreachable(s) == [DEAD]);
     std::thread::sleep(Duration::from_secs(1));

@@ -200,16 +200,19 @@ pub async fn run(
                 continue;
             }
             got = recv => {
-                if let Some((buf, n)) = got
-                    && let Some(probe) = Probe::decode(&buf[..n])
-                    && let Some(p) = probed.get_mut(&(probe.slot, probe.path))
-                    && let Some(&(_, sent)) = p.sent.iter().find(|(seq, _)| *seq == probe.seq)
-                    && let Some(t) = p.session.echo(sent, Instant::now())
-                {
-                    log_transition(probe.slot, probe.path, p, t);
+                if let Some((buf, n)) = got {
+                    take_echo(&mut probed, &buf[..n], Instant::now());
                 }
             }
             _ = tick.tick() => {
+                // Echoes that came in while this thread was not running are news, not silence:
+                // read them all before judging any path.
+                if let Some((_, s)) = &socket {
+                    let mut buf = [0u8; PROBE_LEN + 1];
+                    while let Ok((n, _)) = s.try_recv_from(&mut buf) {
+                        take_echo(&mut probed, &buf[..n], Instant::now());
+                    }
+                }
                 let now = Instant::now();
                 for (&(slot, path), p) in probed.iter_mut() {
                     if let Some(t) = p.session.tick(now) {
@@ -244,6 +247,17 @@ pub async fn run(
             report(now_report.clone());
             last_report = now_report;
         }
+    }
+}
+
+/// Credits an echo to the path and probe it answers; anything else is ignored.
+fn take_echo(probed: &mut BTreeMap<(u32, ProbePath), Probed>, bytes: &[u8], now: Instant) {
+    if let Some(probe) = Probe::decode(bytes)
+        && let Some(p) = probed.get_mut(&(probe.slot, probe.path))
+        && let Some(&(_, sent)) = p.sent.iter().find(|(seq, _)| *seq == probe.seq)
+        && let Some(t) = p.session.echo(sent, now)
+    {
+        log_transition(probe.slot, probe.path, p, t);
     }
 }
 

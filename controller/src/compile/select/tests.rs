@@ -202,3 +202,21 @@ fn near_saturation_the_plan_still_levels_tails_instead_of_splitting_by_capacity(
     let tails: Vec<f64> = ds.iter().map(|d| d.predicted_p99_ms).collect();
     assert!((tails[0] - tails[2]).abs() < 0.01, "levelled: {tails:?}");
 }
+
+#[test]
+fn when_no_instance_has_the_compute_margin_the_nearest_short_ones_still_get_flows() {
+    // Both edges busy beyond minFreeTops, the cloud too far for the latency bound.
+    let cs = vec![c("e1", 3.0, 4.0, 0.9), c("e2", 3.0, 4.0, 0.95), c("cloud", 60.0, 100.0, 0.0)];
+    let p = Policy { min_free_tops: Some(1.0), ..policy() };
+    let ds = decide(&cs, &p, None);
+    assert!(weight(&ds, "e1") + weight(&ds, "e2") > 0, "a slow answer beats none: {ds:?}");
+    assert!(ds.iter().filter(|d| d.weight > 0).all(|d| d.last_resort));
+    assert_eq!(weight(&ds, "cloud"), 0, "the latency bound is not lifted");
+    assert!(ds[2].excluded.as_ref().unwrap().contains("maxLatencyMs"));
+    // With one instance that has the margin, the last resort is not needed.
+    let mut cs = cs;
+    cs[1].utilization = 0.1;
+    let ds = decide(&cs, &p, None);
+    assert_eq!(weight(&ds, "e2"), 1000);
+    assert!(ds.iter().all(|d| !d.last_resort));
+}
