@@ -192,7 +192,9 @@ fn dry_run_of_the_unchanged_intent_is_no_change() {
 }
 
 /// The weight changes between two compiles, found without the diff module: by instance name.
-fn weight_changes(
+/// The steering lines a dry run must show between two compiles, worked out from the states
+/// themselves: each instance whose backup changed, then each weight that changed.
+fn steering_changes(
     old: &BTreeMap<String, NodeState>,
     new: &BTreeMap<String, NodeState>,
 ) -> Vec<String> {
@@ -208,14 +210,32 @@ fn weight_changes(
             })
             .collect()
     };
+    let backups = |s: &NodeState| -> BTreeMap<String, String> {
+        let Some(h) = &s.headend else { return BTreeMap::new() };
+        let name = |slot: Option<u32>| {
+            let backup = slot.and_then(|s| h.instances.iter().find(|i| i.slot == s));
+            backup.map_or("-".to_string(), |b| b.name.clone())
+        };
+        h.instances
+            .iter()
+            .map(|i| (format!("{}/{}", i.service, i.name), name(i.backup_slot)))
+            .collect()
+    };
     let mut out = Vec::new();
     for (node, state) in new {
-        let (before, after) = (weights(&old[node]), weights(state));
-        let changed: Vec<String> = after
+        let (before, after) = (backups(&old[node]), backups(state));
+        let mut changed: Vec<String> = after
             .iter()
-            .filter(|(k, w)| before[*k] != **w)
-            .map(|(k, w)| format!("  ~ weight {k} {} -> {w}", before[k]))
+            .filter(|(k, b)| before[*k] != **b)
+            .map(|(k, b)| format!("  ~ instance {k} backup {} -> {b}", before[k]))
             .collect();
+        let (before, after) = (weights(&old[node]), weights(state));
+        changed.extend(
+            after
+                .iter()
+                .filter(|(k, w)| before[*k] != **w)
+                .map(|(k, w)| format!("  ~ weight {k} {} -> {w}", before[k])),
+        );
         if !changed.is_empty() {
             out.push(format!("{node}:"));
             out.extend(changed);
@@ -239,7 +259,7 @@ fn dry_run_after_a_latency_edit_shows_the_weight_changes() {
     let after = compile::compile(&daemon::validate(&intent).unwrap(), &Default::default(), 2)
         .unwrap()
         .nodes;
-    let expected = weight_changes(&before, &after);
+    let expected = steering_changes(&before, &after);
     assert!(
         expected
             .iter()
