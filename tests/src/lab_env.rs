@@ -22,6 +22,15 @@ use cats_lab::{
     wire::{Reply, Request},
 };
 
+/// One lab at a time in this test binary: on two cores, two labs' delay relays starve each
+/// other enough to delay health-probe echoes past a 300 ms detection time, which is then a
+/// true reading of paths that slow, not of the fault a test injects. Tests that judge
+/// detection or failover hold this for their whole run.
+pub fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn example_intent_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/smart-traffic/intent")
 }

@@ -12,18 +12,9 @@ use std::{
 use cats_common::counters::Event;
 use cats_lab::control::{Daemon, daemon_config};
 use cats_tests::{
-    lab_env::LabEnv,
+    lab_env::{LabEnv, one_lab_at_a_time},
     stream::{RequestStream, StreamLog},
 };
-
-/// One lab at a time: on two cores, two labs' delay relays starve each other enough to
-/// delay probe echoes past a 300 ms detection time, which is then a true reading of a path
-/// that slow, not of the failure under test.
-static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_lab() -> std::sync::MutexGuard<'static, ()> {
-    ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The example's policy with a 1 s detection time: restarting five agents verifies fifteen
 /// programs at once, and the relays' delay while the CPUs are busy is no failure.
@@ -106,7 +97,7 @@ fn assert_failed_over(log: &StreamLog, dead: &str, backup: &str, failed_at: Inst
 
 #[test]
 fn the_gateway_probes_every_instance_over_its_path() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let env = LabEnv::start(|_| Ok(())).unwrap();
     let status = wait_status(&env, "three probed paths with round trips", |s| {
         let paths = s["nodes"]["gw"]["health"]["paths"].as_array().cloned().unwrap_or_default();
@@ -127,7 +118,7 @@ fn the_gateway_probes_every_instance_over_its_path() {
 
 #[test]
 fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
@@ -160,7 +151,7 @@ fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() 
 
 #[test]
 fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
@@ -184,7 +175,7 @@ fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
 
 #[test]
 fn a_dead_node_is_detected_and_its_flows_move() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
@@ -197,7 +188,7 @@ fn a_dead_node_is_detected_and_its_flows_move() {
 
 #[test]
 fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, settled) = stream(&env);
     let services = std::fs::read_to_string(env.intent_dir.join("services.yaml")).unwrap();
@@ -225,7 +216,7 @@ fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
 
 #[test]
 fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(patient_health).unwrap();
     let (running, settled) = stream(&env);
     env.stop_daemon().unwrap();
@@ -242,7 +233,7 @@ fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
 
 #[test]
 fn restarting_the_gateway_agent_alone_loses_no_request() {
-    let _one = one_lab();
+    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(patient_health).unwrap();
     env.stop_daemon().unwrap();
     // Two processes' worth of daemons: one serves the gateway's agent, one the other nodes.
