@@ -129,6 +129,9 @@ pub struct ServiceState {
 /// path down (detection time = interval x multiplier).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
+    /// false: no probes; every slot stays healthy.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     pub interval_ms: u32,
     pub multiplier: u32,
     /// Destination port of the probes (the service's first port unless set).
@@ -138,8 +141,12 @@ pub struct HealthCheck {
 impl Default for HealthCheck {
     /// 100 ms x 3: a dead path is noticed within 300 ms.
     fn default() -> Self {
-        HealthCheck { interval_ms: 100, multiplier: 3, port: 7000 }
+        HealthCheck { enabled: true, interval_ms: 100, multiplier: 3, port: 7000 }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

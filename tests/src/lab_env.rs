@@ -241,6 +241,14 @@ impl LabEnv {
     }
 }
 
+/// `policy` (the text of a policy.yaml with the example's health section) with health
+/// probing off: for tests that count every packet a transit or egress node handles.
+pub fn without_health_probes(policy: &str) -> String {
+    let probing = "  health:\n    intervalMs: 100\n";
+    assert!(policy.contains(probing), "the policy has the example's health section");
+    policy.replace(probing, "  health:\n    enabled: false\n    intervalMs: 100\n")
+}
+
 /// The example's policy.yaml with the path forced through the core's End SID.
 pub fn policy_via_core() -> String {
     let text = std::fs::read_to_string(example_intent_dir().join("policy.yaml"))

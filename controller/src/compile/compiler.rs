@@ -462,6 +462,7 @@ impl Compiler {
                 affinity_timeout_ms: policy.affinity.timeout_seconds * 1000,
                 weights,
                 health: HealthCheck {
+                    enabled: policy.health.enabled,
                     interval_ms: policy.health.interval_ms,
                     multiplier: policy.health.multiplier,
                     port: policy.health.port.or(svc.ports.first().map(|p| p.port)).unwrap_or(7000),
@@ -552,8 +553,11 @@ fn select_for(
 
     let mut candidates = Vec::new();
     let mut unusable = Vec::new();
+    let ingress = &intent.topology.nodes[st.ingress as usize].name;
+    // With every instance unreachable by the probes, the probes are as likely wrong (echoes
+    // blocked) as everything dead: leaving the instances in does not make it worse.
+    let any_reachable = svc.instances.iter().any(|i| !metrics.is_unreachable(ingress, &i.name));
     for (inst, route) in svc.instances.iter().zip(&st.routes) {
-        let ingress = &intent.topology.nodes[st.ingress as usize].name;
         // The first that applies, the most basic first: where, whether a path, then state.
         let reason = match (steer::site_excluded(policy, inst), route) {
             (Some(why), _) => Some(why),
@@ -564,7 +568,7 @@ fn select_for(
                 cats_common::maps::MAX_SEGMENTS
             )),
             _ if inst.drain => Some("draining".to_string()),
-            _ if metrics.is_unreachable(ingress, &inst.name) => {
+            _ if any_reachable && metrics.is_unreachable(ingress, &inst.name) => {
                 Some(format!("not answering health probes from {ingress}"))
             }
             (None, Some(_)) => None,
@@ -587,7 +591,6 @@ fn select_for(
     // This service's demand (what its instances receive), this ingress's share of it by its
     // headend's packet counters, or an even share before any was counted.
     let total: f64 = candidates.iter().map(|c| c.request_rate).sum();
-    let ingress = &intent.topology.nodes[st.ingress as usize].name;
     let counted = metrics.ingress_rates.get(&svc.name);
     let all: f64 = counted.map_or(0.0, |r| r.values().sum());
     let share = match counted.and_then(|r| r.get(ingress)) {

@@ -228,9 +228,8 @@ pub fn decide(
     // Last resort: when no instance has the compute margin the policy asks for, a slow
     // answer beats none: those short only of `minFreeTops` (not of a path or a latency
     // bound) take the flows, marked, rather than the service black-holing them.
-    let short_of_compute = |d: &Decision| {
-        d.excluded.as_deref().is_some_and(|e| e.starts_with(SHORT_OF_COMPUTE))
-    };
+    let short_of_compute =
+        |d: &Decision| d.excluded.as_deref().is_some_and(|e| e.starts_with(SHORT_OF_COMPUTE));
     if decisions.iter().all(|d| d.excluded.is_some()) && decisions.iter().any(short_of_compute) {
         for d in decisions.iter_mut().filter(|d| short_of_compute(d)) {
             d.excluded = None;

@@ -222,6 +222,14 @@ fn drained_and_unreachable_instances_get_no_flows_and_back_nobody_up() {
     assert!(weight_of(&c, "edge2-a") > 0);
     assert_eq!(backup_of(&c, "edge2-a").as_deref(), Some("cloud-a"));
     assert_eq!(backup_of(&c, "edge1-a").as_deref(), Some("edge2-a"));
+
+    // Every instance unreachable says as much about the probes as about the instances: the
+    // choice stays as if they all answered.
+    let all: std::collections::BTreeSet<String> =
+        ["edge1-a", "edge2-a", "cloud-a"].map(String::from).into();
+    metrics.unreachable.insert("gw".into(), all);
+    let c = compile(&example(), &metrics, 1).unwrap();
+    assert!(weight_of(&c, "edge1-a") > 0 && weight_of(&c, "edge2-a") > 0);
 }
 
 #[test]

@@ -1092,14 +1092,15 @@ fn policy(de: &mut De<'_>, node: &yaml::Node, path: &str, name: String) -> Optio
 }
 
 fn health(de: &mut De<'_>, node: &yaml::Node, path: &str) -> Option<Health> {
-    let f = de.fields(node, path, &["intervalMs", "multiplier", "port"])?;
+    let f = de.fields(node, path, &["enabled", "intervalMs", "multiplier", "port"])?;
     let default = Health::default();
+    let enabled = f.opt_or(de, "enabled", default.enabled, boolean);
     let interval_ms =
         f.opt_or(de, "intervalMs", default.interval_ms, |de, n, p| int_in(de, n, p, 10, 10_000));
     let multiplier =
         f.opt_or(de, "multiplier", default.multiplier, |de, n, p| int_in(de, n, p, 1, 50));
     let port = f.opt_or(de, "port", None, |de, n, p| int_in(de, n, p, 1, 65_535).map(Some));
-    Some(Health { interval_ms, multiplier, port })
+    Some(Health { enabled, interval_ms, multiplier, port })
 }
 
 /// A number >= `min`.

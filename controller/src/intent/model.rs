@@ -335,6 +335,9 @@ pub struct LocalityGroup {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
+    /// Whether to probe at all (instances that cannot echo probes need `false`: they would
+    /// all look dead); default true.
+    pub enabled: bool,
     /// Milliseconds between probes on each path, 10..=10000; default 100.
     pub interval_ms: u32,
     /// Unanswered probes in a row that mark a path down, 1..=50; default 3.
@@ -346,7 +349,7 @@ pub struct Health {
 
 impl Default for Health {
     fn default() -> Self {
-        Health { interval_ms: 100, multiplier: 3, port: None }
+        Health { enabled: true, interval_ms: 100, multiplier: 3, port: None }
     }
 }
 

@@ -1122,7 +1122,7 @@ const FULL_POLICY: &str = "  objective: balanced
     network: {bestMs: 2, worstMs: 150}
     compute: {worstMs: 500}
     weights: {network: 0.7, compute: 0.3}
-  health: {intervalMs: 30, multiplier: 4, port: 7001}
+  health: {enabled: false, intervalMs: 30, multiplier: 4, port: 7001}
 ";
 
 /// The city intent with `spec` appended to the plates policy.
@@ -1175,7 +1175,7 @@ fn full_policy_decodes_to_the_model() {
                 compute: ScoreRange { best_ms: 0.0, worst_ms: 500.0 },
                 weights: ScoreWeights { network: 0.7, compute: 0.3 },
             },
-            health: Health { interval_ms: 30, multiplier: 4, port: Some(7001) },
+            health: Health { enabled: false, interval_ms: 30, multiplier: 4, port: Some(7001) },
         }
     );
     assert_eq!(policy.group_of("edge2"), 0);

@@ -80,7 +80,10 @@ pub fn plan(
 ) -> BTreeMap<(u32, ProbePath), (String, ProbeRoute, Duration, u32)> {
     let mut out = BTreeMap::new();
     for inst in &state.instances {
-        let Some(svc) = state.services.iter().find(|s| s.name == inst.service) else { continue };
+        let Some(svc) = state.services.iter().find(|s| s.name == inst.service && s.health.enabled)
+        else {
+            continue;
+        };
         let Some(service) = svc.matches.iter().find_map(|m| match m.address {
             IpAddr::V6(a) => Some(a),
             IpAddr::V4(_) => None,
