@@ -209,6 +209,10 @@ fn receive(socket: usize, sock: &UdpSocket, shared: &Shared, stop: &AtomicBool) 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("receiving requests"),
         };
+        // A dead process answers nothing, probes included, from the moment it dies.
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let arrived = Instant::now();
         // A health probe is answered here, ahead of the queue: it asks whether the path and the
         // process are alive, not how loaded the instance is, and it is nobody's demand.

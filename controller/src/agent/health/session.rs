@@ -1,6 +1,7 @@
 //! One probed path's state, BFD-like (RFC 5880's detection time, without the handshake:
 //! the far end only echoes): down when nothing came back for `multiplier` intervals, up
-//! again after `multiplier` echoes in a row, so a flapping path does not keep moving flows.
+//! again after `multiplier` echoes without such a silence between them, so a flapping path
+//! does not keep moving flows.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ pub struct Session {
     /// The last echo, or when probing began (a new path starts up: its flows were fine a
     /// moment ago, and marking everything down at start would move them for nothing).
     last_echo: Instant,
-    /// Echoes in a row while down.
+    /// Echoes while down, without a silence of the detection time between them.
     echoes_while_down: u32,
     pub next_seq: u64,
     /// Round trip of the last echo.
@@ -70,7 +71,9 @@ impl Session {
         if self.up {
             return None;
         }
-        if gap > self.interval * 2 {
+        // Only a silence as long as the detection time breaks a run: at short intervals the
+        // echoes' own jitter is a good part of an interval.
+        if gap > self.detection() {
             self.echoes_while_down = 0;
         }
         self.echoes_while_down += 1;
