@@ -342,6 +342,9 @@ fn kernel_config(ns: &str) -> Vec<String> {
 /// so a stream starts on a settled lab. Without a prober in the status, only the weights.
 fn wait_healthy(env: &LabEnv) {
     let deadline = Instant::now() + Duration::from_secs(15);
+    // Healthy for longer than a detection time (300 ms): a fault undone a moment ago may not
+    // have been noticed yet, and would be just after the stream starts.
+    let mut healthy_since: Option<Instant> = None;
     loop {
         let status = env.daemon().status().unwrap();
         let health = &status["nodes"]["gw"]["health"];
@@ -354,7 +357,12 @@ fn wait_healthy(env: &LabEnv) {
             decisions.iter().any(|d| d["instance"] == name && d["weight"].as_u64() > Some(0))
         };
         if probed && weighted("edge1-a") && weighted("edge2-a") {
-            return;
+            let since = *healthy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                return;
+            }
+        } else {
+            healthy_since = None;
         }
         assert!(
             Instant::now() < deadline,
