@@ -38,6 +38,19 @@ fn xdp_interfaces(node: &TestNode) -> BTreeSet<String> {
         .collect()
 }
 
+/// [`xdp_interfaces`] once it is `expected`, or what it is after 2 s: the kernel detaches a
+/// program whose last link reference went (a removed pin) a moment later, not at once.
+fn xdp_interfaces_become(node: &TestNode, expected: &BTreeSet<String>) -> BTreeSet<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let now = xdp_interfaces(node);
+        if &now == expected || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn registration(node: &TestNode, attachment: &Attachment) -> registry::Registration {
     registry::read(&node.registry(), &attachment.container_id, &attachment.ifname)
         .unwrap()
@@ -90,7 +103,7 @@ fn ptp_chain_add_check_del_leaves_nothing_behind() {
 
     runtime.del(&list, &attachment, Some(&result)).unwrap().unwrap();
     assert_eq!(node.leftovers().unwrap(), Vec::<String>::new());
-    assert!(xdp_interfaces(&node).is_empty());
+    assert!(xdp_interfaces_become(&node, &BTreeSet::new()).is_empty());
     // DEL again: idempotent.
     runtime.del(&list, &attachment, Some(&result)).unwrap().unwrap();
 }
@@ -227,7 +240,8 @@ fn gc_releases_attachments_not_in_the_valid_list() {
 
     assert!(registry::read(&node.registry(), &gone.container_id, "eth0").unwrap().is_none());
     assert!(registry::read(&node.registry(), "other-sandbox", "eth0").unwrap().is_some());
-    assert_eq!(xdp_interfaces(&node), BTreeSet::from([kept_if]));
+    let kept_only = BTreeSet::from([kept_if]);
+    assert_eq!(xdp_interfaces_become(&node, &kept_only), kept_only);
     assert!(!node.pins().join("links").join(&gone_if).exists());
 
     registry::remove(&node.registry(), "other-sandbox", "eth0").unwrap();
