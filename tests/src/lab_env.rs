@@ -22,11 +22,10 @@ use cats_lab::{
     wire::{Reply, Request},
 };
 
-/// One lab at a time in this test binary: on two cores, two labs' delay relays starve each
-/// other enough to delay health-probe echoes past a 300 ms detection time, which is then a
-/// true reading of paths that slow, not of the fault a test injects. Tests that judge
-/// detection or failover hold this for their whole run.
-pub fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+/// One lab at a time in a process: on two cores, two labs' delay relays starve each other
+/// enough to delay health-probe echoes past a 300 ms detection time, which is then a true
+/// reading of paths that slow, not of what a test does. Every [`LabEnv`] holds this.
+fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -40,12 +39,30 @@ pub struct LabEnv {
     pub intent_dir: PathBuf,
     pub run_dir: PathBuf,
     pub bpffs: PathBuf,
-    // Fields drop in order: daemon first, then the network.
+    // Fields drop in order: daemon first, then the network, then the turn of the next lab.
     pub daemon: Option<Daemon>,
     pub lab: Option<LabNetwork>,
+    _one_lab: std::sync::MutexGuard<'static, ()>,
 }
 
 impl LabEnv {
+    /// A lab of `intent` with nothing built yet, for callers that build the network their
+    /// own way; from here on Drop cleans up (daemon, pins, namespaces, bpffs, run directory).
+    /// It waits for this process's other labs to end.
+    pub fn empty(intent: Intent, intent_dir: PathBuf, run_dir: PathBuf, bpffs: PathBuf) -> Self {
+        Self::unbuilt(intent, intent_dir, run_dir, bpffs, one_lab_at_a_time())
+    }
+
+    fn unbuilt(
+        intent: Intent,
+        intent_dir: PathBuf,
+        run_dir: PathBuf,
+        bpffs: PathBuf,
+        one_lab: std::sync::MutexGuard<'static, ()>,
+    ) -> Self {
+        LabEnv { intent, intent_dir, run_dir, bpffs, daemon: None, lab: None, _one_lab: one_lab }
+    }
+
     /// Copies the example intent, lets `edit` change the copy, then builds and starts it all:
     /// delay relays on every link and the emulated instances.
     pub fn start(edit: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
@@ -215,6 +232,8 @@ impl LabEnv {
         options: LabOptions,
         selector: Selector,
     ) -> Result<Self> {
+        // This lab's turn before its namespaces exist.
+        let one_lab = one_lab_at_a_time();
         let prefix = unique_name("lab");
         let run_dir = std::env::temp_dir().join(format!("cats-test-{prefix}"));
         let intent_dir = run_dir.join("intent");
@@ -226,7 +245,7 @@ impl LabEnv {
         edit(&intent_dir)?;
         let intent = intent::load_dir(&intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
         let bpffs = run_dir.join("bpffs");
-        let mut env = LabEnv { intent, intent_dir, run_dir, bpffs, daemon: None, lab: None };
+        let mut env = LabEnv::unbuilt(intent, intent_dir, run_dir, bpffs, one_lab);
         ensure_bpffs(&env.bpffs)?;
         let mut lab = LabNetwork::build(&env.intent, &prefix, options.delays)?;
         if options.instances {

@@ -12,7 +12,7 @@ use std::{
 use cats_common::counters::Event;
 use cats_lab::control::{Daemon, daemon_config};
 use cats_tests::{
-    lab_env::{LabEnv, one_lab_at_a_time},
+    lab_env::LabEnv,
     stream::{RequestStream, StreamLog},
 };
 
@@ -97,7 +97,6 @@ fn assert_failed_over(log: &StreamLog, dead: &str, backup: &str, failed_at: Inst
 
 #[test]
 fn the_gateway_probes_every_instance_over_its_path() {
-    let _one = one_lab_at_a_time();
     let env = LabEnv::start(|_| Ok(())).unwrap();
     let status = wait_status(&env, "three probed paths with round trips", |s| {
         let paths = s["nodes"]["gw"]["health"]["paths"].as_array().cloned().unwrap_or_default();
@@ -118,7 +117,6 @@ fn the_gateway_probes_every_instance_over_its_path() {
 
 #[test]
 fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
@@ -151,7 +149,6 @@ fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() 
 
 #[test]
 fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
@@ -175,7 +172,6 @@ fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
 
 #[test]
 fn a_dead_node_is_detected_and_its_flows_move() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
@@ -188,7 +184,6 @@ fn a_dead_node_is_detected_and_its_flows_move() {
 
 #[test]
 fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
-    let _one = one_lab_at_a_time();
     let env = LabEnv::start(|_| Ok(())).unwrap();
     let (running, settled) = stream(&env);
     let services = std::fs::read_to_string(env.intent_dir.join("services.yaml")).unwrap();
@@ -216,7 +211,6 @@ fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
 
 #[test]
 fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(patient_health).unwrap();
     let (running, settled) = stream(&env);
     env.stop_daemon().unwrap();
@@ -233,7 +227,6 @@ fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
 
 #[test]
 fn restarting_the_gateway_agent_alone_loses_no_request() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(patient_health).unwrap();
     env.stop_daemon().unwrap();
     // Two processes' worth of daemons: one serves the gateway's agent, one the other nodes.

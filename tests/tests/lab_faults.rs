@@ -15,7 +15,7 @@ use std::{
 
 use cats_common::health::{Probe, ProbePath};
 use cats_tests::{
-    lab_env::{LabEnv, LabOptions, one_lab_at_a_time},
+    lab_env::{LabEnv, LabOptions},
     stream::{RequestStream, StreamLog},
 };
 
@@ -204,7 +204,6 @@ fn probe_echoes(env: &LabEnv, instance: &str) {
 
 #[test]
 fn an_instance_echoes_probes_dies_alone_and_comes_back() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     probe_echoes(&env, "edge1-a");
     probe_echoes(&env, "edge2-a");
@@ -238,7 +237,6 @@ fn an_instance_echoes_probes_dies_alone_and_comes_back() {
 
 #[test]
 fn a_cut_link_and_a_dead_node_stop_their_instance_until_undone() {
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
     let watched = watch(
         &mut env,
@@ -282,7 +280,6 @@ fn a_cut_link_and_a_dead_node_stop_their_instance_until_undone() {
 #[test]
 fn a_link_without_relay_is_cut_at_its_veth_ends_and_comes_back_configured() {
     let options = LabOptions { delays: false, instances: true };
-    let _one = one_lab_at_a_time();
     let mut env = LabEnv::start_with(|_| Ok(()), options).unwrap();
     let (core, edge1) =
         (env.lab().node("core").name().to_string(), env.lab().node("edge1").name().to_string());

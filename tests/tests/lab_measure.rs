@@ -28,8 +28,7 @@ fn start(overrides: &[LinkDelay]) -> Result<LabEnv> {
     }
     let intent = intent::load_dir(&intent_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
     let bpffs = run_dir.join("bpffs");
-    // From here on LabEnv's Drop cleans up (daemon, pins, namespaces, bpffs, run directory).
-    let mut env = LabEnv { intent, intent_dir, run_dir, bpffs, daemon: None, lab: None };
+    let mut env = LabEnv::empty(intent, intent_dir, run_dir, bpffs);
     ensure_bpffs(&env.bpffs)?;
     let mut lab = LabNetwork::build_with(&env.intent, &prefix, true, overrides)?;
     start_instances(&mut lab, &env.intent, &env.run_dir)?;

@@ -445,7 +445,7 @@ impl Compiler {
                     alternate_segments: route
                         .and_then(|r| r.alternate_sids.clone())
                         .unwrap_or_default(),
-                    backup_slot: self.backup_of(st, k).map(|j| instance_slots[j]),
+                    backup_slot: self.backup_of(st, k, &node.name).map(|j| instance_slots[j]),
                 });
             }
             let count = state.services.len() + 1;
@@ -479,8 +479,22 @@ impl Compiler {
     /// ingress while `k` is unreachable: one that may take flows at all (a path, not
     /// draining, answering probes, on an allowed site), preferably on another node (a node
     /// failure takes both otherwise), with weight, and with the lowest predicted completion.
-    fn backup_of(&self, st: &Steering, k: usize) -> Option<usize> {
+    ///
+    /// The backup it had stays while it is still usable and no worse placed (another site
+    /// when one is to be had): a backup that followed every metric wobble would rewrite the
+    /// headend for nothing.
+    fn backup_of(&self, st: &Steering, k: usize, node: &str) -> Option<usize> {
         let svc = &self.intent.services[st.service];
+        let had = || -> Option<usize> {
+            let old = self.nodes.get(node)?.headend.as_ref()?;
+            let me = old
+                .instances
+                .iter()
+                .find(|i| i.service == svc.name && i.name == svc.instances[k].name)?;
+            let slot = me.backup_slot?;
+            let backup = old.instances.iter().find(|i| i.slot == slot)?;
+            svc.instances.iter().position(|i| i.name == backup.name)
+        };
         let policy = st.policy.map_or(&self.default_policy, |p| &self.intent.policies[p]);
         let ingress = &self.intent.topology.nodes[st.ingress as usize].name;
         let usable = |j: usize| {
@@ -499,10 +513,14 @@ impl Compiler {
             });
             (inst.node == svc.instances[k].node, weight == 0, predicted)
         };
-        (0..svc.instances.len()).filter(|&j| j != k && usable(j)).min_by(|&a, &b| {
+        let best = (0..svc.instances.len()).filter(|&j| j != k && usable(j)).min_by(|&a, &b| {
             let (ra, rb) = (rank(a), rank(b));
             (ra.0, ra.1).cmp(&(rb.0, rb.1)).then(ra.2.total_cmp(&rb.2))
-        })
+        })?;
+        match had() {
+            Some(j) if j != k && usable(j) && rank(j).0 <= rank(best).0 => Some(j),
+            _ => Some(best),
+        }
     }
 }
 

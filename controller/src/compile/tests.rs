@@ -274,9 +274,22 @@ fn an_instance_metric_change_recompiles_only_the_headends_it_affects() {
     assert_eq!(compiler.update(&metrics, 3, 20_000).unwrap(), ["gw"]);
     assert_eq!(compiler.nodes()["gw"].generation, 3);
     assert_eq!(compiler.nodes()["edge1"].generation, 1, "egress state untouched");
-    // The incremental result equals a compile from scratch with the same metrics.
+    // The incremental result equals a compile from scratch with the same metrics, but for
+    // the backups, which keep what they were while still usable (a fresh compile has no
+    // history): edge2-a keeps edge1-a, busy now but alive.
     let fresh = compile(&example(), &metrics, 3).unwrap();
-    assert_eq!(compiler.nodes()["gw"].headend, fresh.nodes["gw"].headend);
+    let without_backups = |h: &crate::state::HeadendState| {
+        let mut h = h.clone();
+        h.instances.iter_mut().for_each(|i| i.backup_slot = None);
+        h
+    };
+    let incremental = compiler.nodes()["gw"].headend.clone().unwrap();
+    assert_eq!(
+        without_backups(&incremental),
+        without_backups(fresh.nodes["gw"].headend.as_ref().unwrap())
+    );
+    let edge2 = incremental.instances.iter().find(|i| i.name == "edge2-a").unwrap();
+    assert_eq!(edge2.backup_slot, Some(0), "edge2-a keeps edge1-a as its backup");
 }
 
 #[test]

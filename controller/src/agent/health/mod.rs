@@ -3,9 +3,9 @@
 //! the XDP headend fails over by itself, and reporting unreachable instances to the
 //! controller, which then stops choosing them.
 //!
-//! It runs in the agent's thread (inside the node's network namespace) and needs nothing
-//! from the controller once it has the headend state: the local decision does not wait for
-//! the controller's next poll.
+//! It runs on a thread of its own beside the agent's (inside the node's network namespace)
+//! and needs nothing from the controller once it has the headend state: the local decision
+//! does not wait for the controller's next poll.
 
 mod packet;
 mod session;
@@ -143,6 +143,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut replan = true;
+    let mut first_plan = true;
     let mut bind_again_at = Instant::now();
     loop {
         if replan {
@@ -169,9 +170,14 @@ pub async fn run(
                     p.route == route && p.session.interval() == interval && p.instance == instance
                 });
                 let p = kept.unwrap_or_else(|| {
-                    // Reconcile with what the map says (an earlier agent's verdict), not flush.
+                    // At start, reconcile with what the map says (an earlier agent's verdict)
+                    // rather than flush it; a path that is new later starts up.
                     let (slot, path) = key;
-                    let found = *written.entry(slot).or_insert_with(|| sink.read(slot));
+                    let found = if first_plan {
+                        *written.entry(slot).or_insert_with(|| sink.read(slot))
+                    } else {
+                        0
+                    };
                     let down = match path {
                         ProbePath::Primary => found & HEALTH_PRIMARY_DOWN != 0,
                         ProbePath::Alternate => found & HEALTH_ALTERNATE_DOWN != 0,
@@ -186,6 +192,7 @@ pub async fn run(
                 next.insert(key, p);
             }
             probed = next;
+            first_plan = false;
         }
         let recv = async {
             let mut buf = [0u8; PROBE_LEN + 1];
