@@ -33,9 +33,18 @@ fn service() -> SocketAddr {
 /// 16 flows at 100 requests/s in all: well within one edge's 200 requests/s, so losing an
 /// edge overloads nothing. Returns once every flow answers steadily, and when that was.
 fn stream(env: &LabEnv) -> (RequestStream, Instant) {
+    // With the lab's own daemon, first every probed path up (the others wait themselves).
+    if env.daemon.is_some() {
+        wait_status(env, "every probed path up", all_paths_up);
+    }
     let s = RequestStream::start(&env.lab().clients("gw").path(), service(), 16, 100.0).unwrap();
     let settled = s.settle(Duration::from_millis(500), Duration::from_secs(10)).unwrap();
     (s, settled)
+}
+
+fn all_paths_up(status: &serde_json::Value) -> bool {
+    let paths = status["nodes"]["gw"]["health"]["paths"].as_array().cloned().unwrap_or_default();
+    !paths.is_empty() && paths.iter().all(|p| p["up"] == true && p["rtt_ms"].is_number())
 }
 
 /// Waits until `pred` holds for the daemon's status, or fails showing the gateway's part.
@@ -240,6 +249,11 @@ fn restarting_the_gateway_agent_alone_loses_no_request() {
     let gw = Daemon::start(config(&["gw"], "gw.json")).unwrap();
     for d in [&rest, &gw] {
         d.wait_applied(Duration::from_secs(30)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !gw.status().is_ok_and(|s| all_paths_up(&s)) {
+        assert!(Instant::now() < deadline, "the gateway's paths never came up");
+        std::thread::sleep(Duration::from_millis(50));
     }
     let (running, settled) = stream(&env);
     gw.stop().unwrap();

@@ -20,7 +20,17 @@ pub struct Session {
     pub rtt: Option<Duration>,
     /// When `up` last changed.
     pub since: Instant,
+    /// When probing began, and whether an echo ever came: a path that has not answered yet
+    /// gets a longer first detection time (a node's first seconds are busy loading and
+    /// verifying programs, which can hold echoes up; BFD too declares nothing before Up).
+    started: Instant,
+    answered: bool,
 }
+
+/// The first detection time of a path that never answered: this many detection times, and
+/// at least [`FIRST_DETECTION_MIN`].
+const FIRST_DETECTIONS: u32 = 3;
+const FIRST_DETECTION_MIN: Duration = Duration::from_secs(1);
 
 /// What a change of state was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +50,8 @@ impl Session {
             next_seq: 0,
             rtt: None,
             since: now,
+            started: now,
+            answered: false,
         }
     }
 
@@ -67,6 +79,7 @@ impl Session {
         // An echo from before the last silence is stale news.
         let gap = now.duration_since(self.last_echo);
         self.last_echo = now;
+        self.answered = true;
         self.rtt = Some(now.duration_since(sent));
         if self.up {
             return None;
@@ -87,7 +100,13 @@ impl Session {
 
     /// Time passes: down once the detection time went by without an echo.
     pub fn tick(&mut self, now: Instant) -> Option<Transition> {
-        if self.up && now.duration_since(self.last_echo) > self.detection() {
+        let first = (self.detection() * FIRST_DETECTIONS).max(FIRST_DETECTION_MIN);
+        let silent_too_long = if self.answered {
+            now.duration_since(self.last_echo) > self.detection()
+        } else {
+            now.duration_since(self.started) > first
+        };
+        if self.up && silent_too_long {
             self.up = false;
             self.echoes_while_down = 0;
             self.since = now;
@@ -107,10 +126,20 @@ mod tests {
     fn down_after_the_detection_time_without_echoes_and_not_before() {
         let t0 = Instant::now();
         let mut s = Session::new(100 * MS, 3, t0);
-        assert_eq!(s.tick(t0 + 300 * MS), None, "exactly the detection time is not yet down");
-        assert_eq!(s.tick(t0 + 301 * MS), Some(Transition::WentDown));
+        assert_eq!(s.echo(t0, t0 + 5 * MS), None);
+        let t1 = t0 + 5 * MS;
+        assert_eq!(s.tick(t1 + 300 * MS), None, "exactly the detection time is not yet down");
+        assert_eq!(s.tick(t1 + 301 * MS), Some(Transition::WentDown));
         assert!(!s.is_up());
-        assert_eq!(s.tick(t0 + 500 * MS), None, "a transition is reported once");
+        assert_eq!(s.tick(t1 + 500 * MS), None, "a transition is reported once");
+    }
+
+    #[test]
+    fn a_path_that_never_answered_gets_a_longer_first_detection() {
+        let t0 = Instant::now();
+        let mut s = Session::new(100 * MS, 3, t0);
+        assert_eq!(s.tick(t0 + 900 * MS), None, "3 x 300 ms, at least 1 s");
+        assert_eq!(s.tick(t0 + 1001 * MS), Some(Transition::WentDown));
     }
 
     #[test]
@@ -129,6 +158,7 @@ mod tests {
     fn up_again_only_after_multiplier_echoes_in_a_row() {
         let t0 = Instant::now();
         let mut s = Session::new(100 * MS, 3, t0);
+        s.echo(t0, t0);
         s.tick(t0 + 400 * MS);
         assert!(!s.is_up());
         assert_eq!(s.echo(t0, t0 + 500 * MS), None);
