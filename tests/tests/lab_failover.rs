@@ -33,13 +33,18 @@ fn service() -> SocketAddr {
 /// 16 flows at 100 requests/s in all: well within one edge's 200 requests/s, so losing an
 /// edge overloads nothing. Returns once every flow answers steadily, and when that was.
 fn stream(env: &LabEnv) -> (RequestStream, Instant) {
-    // With the lab's own daemon, first every probed path up (the others wait themselves).
-    if env.daemon.is_some() {
-        wait_status(env, "every probed path up", all_paths_up);
-    }
     let s = RequestStream::start(&env.lab().clients("gw").path(), service(), 16, 100.0).unwrap();
     let settled = s.settle(Duration::from_millis(500), Duration::from_secs(10)).unwrap();
     (s, settled)
+}
+
+/// Waits until every probed path is up and both edges take new flows: a fresh lab may hold
+/// its first echoes for a second (a neighbour entry waiting for its retransmit), and a
+/// weight coming back waits out the hold-down.
+fn settled(env: &LabEnv) {
+    wait_status(env, "every path up and both edges in use", |s| {
+        all_paths_up(s) && weight(s, "edge1-a") > 0 && weight(s, "edge2-a") > 0
+    });
 }
 
 fn all_paths_up(status: &serde_json::Value) -> bool {
@@ -127,6 +132,7 @@ fn the_gateway_probes_every_instance_over_its_path() {
 #[test]
 fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    settled(&env);
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
     env.lab_mut().stop_instance("edge1-a").unwrap();
@@ -159,6 +165,7 @@ fn a_dead_instance_hands_its_flows_to_its_backup_and_comes_back_for_new_flows() 
 #[test]
 fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    settled(&env);
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
     env.lab_mut().cut_link("core", "edge2").unwrap();
@@ -182,6 +189,7 @@ fn a_cut_link_moves_the_flows_behind_it_and_only_those() {
 #[test]
 fn a_dead_node_is_detected_and_its_flows_move() {
     let mut env = LabEnv::start(|_| Ok(())).unwrap();
+    settled(&env);
     let (running, _) = stream(&env);
     let failed_at = Instant::now();
     env.lab_mut().kill_node("edge1").unwrap();
@@ -194,6 +202,7 @@ fn a_dead_node_is_detected_and_its_flows_move() {
 #[test]
 fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
     let env = LabEnv::start(|_| Ok(())).unwrap();
+    settled(&env);
     let (running, settled) = stream(&env);
     let services = std::fs::read_to_string(env.intent_dir.join("services.yaml")).unwrap();
     let anchor = "    - name: edge1-a\n";
@@ -221,6 +230,7 @@ fn a_drained_instance_keeps_its_flows_and_gets_no_new_ones() {
 #[test]
 fn restarting_the_daemon_loses_no_request_and_moves_no_flow() {
     let mut env = LabEnv::start(patient_health).unwrap();
+    settled(&env);
     let (running, settled) = stream(&env);
     env.stop_daemon().unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -251,7 +261,10 @@ fn restarting_the_gateway_agent_alone_loses_no_request() {
         d.wait_applied(Duration::from_secs(30)).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !gw.status().is_ok_and(|s| all_paths_up(&s)) {
+    let in_use = |s: &serde_json::Value| {
+        all_paths_up(s) && weight(s, "edge1-a") > 0 && weight(s, "edge2-a") > 0
+    };
+    while !gw.status().is_ok_and(|s| in_use(&s)) {
         assert!(Instant::now() < deadline, "the gateway's paths never came up");
         std::thread::sleep(Duration::from_millis(50));
     }
