@@ -5,7 +5,9 @@
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use cats_common::counters::Event;
-use cats_tests::lab_env::{LabEnv, ask, network_with_dataplane, services_with_load};
+use cats_tests::lab_env::{
+    LabEnv, ask, network_with_dataplane, services_with_load, without_health_probes,
+};
 
 fn kernel_dataplane(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(dir.join("network.yaml"), network_with_dataplane("kernel"))?;
@@ -129,7 +131,15 @@ fn traffic_keeps_flowing_while_the_daemon_restarts_and_flows_keep_their_instance
 
 #[test]
 fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
-    let env = LabEnv::start(kernel_dataplane).unwrap();
+    // Without health probes: a probe verdict moving a weight in the window would be a
+    // recompile this test does not mean.
+    let env = LabEnv::start(|dir| {
+        kernel_dataplane(dir)?;
+        let policy = std::fs::read_to_string(dir.join("policy.yaml"))?;
+        std::fs::write(dir.join("policy.yaml"), without_health_probes(&policy))?;
+        Ok(())
+    })
+    .unwrap();
     let flow = env.flow("gw", service6()).unwrap();
     let (instance, _) = ask(&flow, 1, 0).unwrap();
     let before = env.daemon().status().unwrap();

@@ -28,9 +28,10 @@ pub struct Session {
 }
 
 /// The first detection time of a path that never answered: this many detection times, and
-/// at least [`FIRST_DETECTION_MIN`].
+/// at least [`FIRST_DETECTION_MIN`] (a fresh neighbour entry whose first solicitation goes
+/// unanswered holds packets for its 1 s retransmit).
 const FIRST_DETECTIONS: u32 = 3;
-const FIRST_DETECTION_MIN: Duration = Duration::from_secs(1);
+const FIRST_DETECTION_MIN: Duration = Duration::from_secs(2);
 
 /// What a change of state was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +139,8 @@ mod tests {
     fn a_path_that_never_answered_gets_a_longer_first_detection() {
         let t0 = Instant::now();
         let mut s = Session::new(100 * MS, 3, t0);
-        assert_eq!(s.tick(t0 + 900 * MS), None, "3 x 300 ms, at least 1 s");
-        assert_eq!(s.tick(t0 + 1001 * MS), Some(Transition::WentDown));
+        assert_eq!(s.tick(t0 + 1999 * MS), None, "3 x 300 ms, at least 2 s");
+        assert_eq!(s.tick(t0 + 2001 * MS), Some(Transition::WentDown));
     }
 
     #[test]
