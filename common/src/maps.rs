@@ -123,6 +123,17 @@ pub struct Failover {
     pub alternate: InstanceTarget,
 }
 
+impl InstanceTarget {
+    /// No segment list: an unused slot, or no alternate path.
+    pub const EMPTY: InstanceTarget = InstanceTarget {
+        instance_id: 0,
+        cs_id: 0,
+        segment_count: 0,
+        _pad: 0,
+        segments: [[0; 16]; MAX_SEGMENTS],
+    };
+}
+
 /// Per-node settings of the headend and endpoint programs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -370,18 +370,10 @@ fn segment_list(instance_id: u32, segments: &[Ipv6Addr]) -> InstanceTarget {
     }
 }
 
-const NO_TARGET: InstanceTarget = InstanceTarget {
-    instance_id: 0,
-    cs_id: 0,
-    segment_count: 0,
-    _pad: 0,
-    segments: [[0; 16]; MAX_SEGMENTS],
-};
-
 #[test]
 fn apply_headend_writes_and_clears_failover_entries() {
     with_state(fixture::headend("cams", 1, 0), |dp, _health, _mac| {
-        let none = Failover { backup_slot: NO_INSTANCE, _pad: 0, alternate: NO_TARGET };
+        let none = Failover { backup_slot: NO_INSTANCE, _pad: 0, alternate: InstanceTarget::EMPTY };
         assert_eq!(failover_entry(dp, 0), none);
         assert_eq!(failover_entry(dp, 1), none);
 
@@ -418,7 +410,7 @@ fn apply_headend_writes_and_clears_failover_entries() {
         assert_eq!(failover_entry(dp, 0).alternate, segment_list(1, &edge_alternate));
         assert_eq!(
             failover_entry(dp, 2),
-            Failover { backup_slot: 0, _pad: 0, alternate: NO_TARGET }
+            Failover { backup_slot: 0, _pad: 0, alternate: InstanceTarget::EMPTY }
         );
         Ok(())
     });

@@ -128,25 +128,17 @@ fn segment_list(instance: &InstanceState, list: &[Ipv6Addr], what: &str) -> Resu
     })
 }
 
-/// An instance slot without a segment list (and the alternate of one without an alternate).
-const EMPTY_TARGET: InstanceTarget = InstanceTarget {
-    instance_id: 0,
-    cs_id: 0,
-    segment_count: 0,
-    _pad: 0,
-    segments: [[0; 16]; MAX_SEGMENTS],
-};
-
 /// What a slot no longer in use holds: the array's initial value. The headend never reads it
 /// (a pin to such a slot is orphaned and re-picked first, and a backup is an instance in use).
-const CLEARED_FAILOVER: Failover = Failover { backup_slot: 0, _pad: 0, alternate: EMPTY_TARGET };
+const CLEARED_FAILOVER: Failover =
+    Failover { backup_slot: 0, _pad: 0, alternate: InstanceTarget::EMPTY };
 
 /// The failover entry of one instance of `state`: its alternate path (none: segment count 0)
 /// and its backup's slot (none: `NO_INSTANCE`), which must be another instance of the same
 /// service at this headend.
 pub fn failover(state: &HeadendState, instance: &InstanceState) -> Result<Failover> {
     let alternate = if instance.alternate_segments.is_empty() {
-        EMPTY_TARGET
+        InstanceTarget::EMPTY
     } else {
         segment_list(instance, &instance.alternate_segments, "alternate segments")?
     };
@@ -311,7 +303,7 @@ impl Dataplane {
             Array::try_from(ebpf.map_mut(MAP_TARGETS).context("no targets map")?)?;
         for slot in 0..MAX_INSTANCES {
             if !wanted.contains(&slot) && target_map.get(&slot, 0)?.segment_count != 0 {
-                target_map.set(slot, EMPTY_TARGET, 0)?;
+                target_map.set(slot, InstanceTarget::EMPTY, 0)?;
                 changes.targets_cleared += 1;
             }
         }
@@ -404,7 +396,7 @@ mod tests {
         assert_eq!(f.alternate.segments[0], a.alternate_segments[1].octets(), "the last SID first");
         assert_eq!(f.alternate.segments[1], a.alternate_segments[0].octets());
         let b = failover(&state, &state.instances[1]).unwrap();
-        assert_eq!((b.backup_slot, b.alternate), (NO_INSTANCE, EMPTY_TARGET));
+        assert_eq!((b.backup_slot, b.alternate), (NO_INSTANCE, InstanceTarget::EMPTY));
     }
 
     #[test]
