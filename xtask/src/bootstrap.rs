@@ -38,7 +38,17 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // `ptp`, `bridge`, `host-local` (in /usr/lib/cni): the interface plugins the CNI tests
     // chain cats-cni after, standing in for Calico's (tests/tests/cni_*.rs).
     "containernetworking-plugins",
+    // `etcd`: the multi-node store the etcd tests and the propagation bench start on loopback
+    // (tests/src/etcd.rs); `etcdctl` for looking into it.
+    "etcd-server",
+    "etcd-client",
+    // `dot`: `catsctl graph` renders the topology and the chosen paths as SVG.
+    "graphviz",
 ];
+
+/// Debian packages the build itself needs: `protoc` compiles etcd's gRPC protocol for the
+/// `etcd-client` crate.
+const BUILD_PACKAGES: &[&str] = &["protobuf-compiler"];
 
 /// What a command needs before it runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,8 +64,9 @@ pub fn run(scope: Scope) -> Result<()> {
     nightly()?;
     rust_src()?;
     bpf_linker()?;
+    debian_packages("Debian build packages", BUILD_PACKAGES)?;
     if scope == Scope::All {
-        debian_packages()?;
+        debian_packages("Debian packages", DEBIAN_PACKAGES)?;
         bpffs()?;
     }
     println!("[bootstrap] done in {:.1} s", start.elapsed().as_secs_f64());
@@ -237,10 +248,9 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> =
-        DEBIAN_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
-    let what = format!("Debian packages ({})", DEBIAN_PACKAGES.join(" "));
+fn debian_packages(label: &str, packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    let what = format!("{label} ({})", packages.join(" "));
     if missing.is_empty() {
         step(&what, "already installed");
         return Ok(());

@@ -1,6 +1,5 @@
-//! The boundary between the controller and the node agents: the controller publishes each
-//! node's desired state, each agent watches its own. This is the embedded (in-process) store
-//! for one machine; the values are plain data so an etcd-backed store can carry the same.
+//! The embedded (in-process) store for one machine: one watch channel per node. The values
+//! are plain data, the same the etcd store carries as JSON.
 
 use std::{
     collections::BTreeMap,
