@@ -9,5 +9,6 @@
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
+pub mod report;
 
 pub use embedded::{EmbeddedStore, Watch};

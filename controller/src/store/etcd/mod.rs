@@ -1,4 +1,5 @@
-//! The etcd store: connection (TLS with client certificates) and the key layout of [`Keys`].
+//! The etcd store: the connection (TLS with client certificates) here, the agents' side in
+//! [`agent`], the controllers' in [`controller`], both following keys with [`follow`].
 
 use std::{path::PathBuf, time::Duration};
 
@@ -6,6 +7,10 @@ use anyhow::{Context, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use super::keys::Keys;
+
+pub mod agent;
+pub mod controller;
+pub mod follow;
 
 /// How to reach etcd and who to be there.
 #[derive(Clone, Debug)]
