@@ -114,27 +114,21 @@ async fn report_session(
         .await
         .context("granting the liveness lease")?
         .id();
-    let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
     client
         .put(config.keys.alive(node), "", Some(PutOptions::new().with_lease(lease)))
         .await
         .context("writing the liveness key")?;
     info!(node, lease, "alive in etcd");
+    let mut keeper = tokio::spawn(super::keep_lease_alive(client.clone(), lease));
     let mut written: Option<NodeReport> = None;
     let mut last_write = Instant::now() - MIN_REPORT_INTERVAL;
-    let mut tick = tokio::time::interval(LEASE_TTL / 3);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                keeper.keep_alive().await?;
-                match acks.message().await? {
-                    Some(ack) if ack.ttl() > 0 => {}
-                    // Expired (we were cut off too long): a new session makes a new lease.
-                    _ => bail!("the liveness lease expired"),
-                }
-            }
+            // A new session makes a new lease; the old one goes with its key.
+            _ = &mut keeper => bail!("the liveness lease was lost"),
             changed = reports.changed() => {
                 if changed.is_err() {
+                    keeper.abort();
                     return Ok(()); // the agent stopped
                 }
             }
@@ -144,7 +138,10 @@ async fn report_session(
             let wait = MIN_REPORT_INTERVAL.saturating_sub(last_write.elapsed());
             tokio::time::sleep(wait).await;
             let report = reports.borrow_and_update().clone();
-            write_report(&mut client, config, node, &report).await?;
+            if let Err(e) = write_report(&mut client, config, node, &report).await {
+                keeper.abort();
+                return Err(e);
+            }
             last_write = Instant::now();
             written = Some(report);
         }

@@ -61,25 +61,9 @@ pub async fn campaign(config: &EtcdConfig, name: &str) -> Result<Leadership> {
 }
 
 /// Keeps the election lease alive; marks leadership lost once it cannot.
-async fn keep_lease(mut client: Client, lease: i64, lost: Arc<AtomicBool>) {
-    let result = async {
-        let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
-        let mut tick = tokio::time::interval(LEASE_TTL / 3);
-        loop {
-            tick.tick().await;
-            keeper.keep_alive().await?;
-            match acks.message().await? {
-                Some(ack) if ack.ttl() > 0 => {}
-                _ => bail!("the election lease expired"),
-            }
-        }
-        #[allow(unreachable_code)]
-        Ok::<(), anyhow::Error>(())
-    }
-    .await;
-    if let Err(e) = result {
-        warn!(error = %format!("{e:#}"), "leadership lost");
-    }
+async fn keep_lease(client: Client, lease: i64, lost: Arc<AtomicBool>) {
+    super::keep_lease_alive(client, lease).await;
+    warn!(lease, "leadership lost");
     lost.store(true, Ordering::Relaxed);
 }
 
