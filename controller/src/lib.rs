@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod atomic_file;
+pub mod certs;
 pub mod compile;
 pub mod daemon;
 pub mod dataplane;

@@ -140,6 +140,39 @@ enum Command {
         #[arg(long, default_value = paths::DEFAULT_BPFFS)]
         bpffs: PathBuf,
     },
+    /// Mint the certificates of an etcd deployment into DIR: a CA, etcd's server certificate,
+    /// and client certificates for root, the controllers and each node (CN = etcd user).
+    /// What is there already is kept; an existing CA signs what is missing.
+    Certs {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A node's agent (repeat for several): node-N.pem, CN cats-node-N.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// A further name or IP address of etcd for its server certificate (repeat; localhost,
+        /// 127.0.0.1 and ::1 are always in).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// Set up etcd's users, roles and permissions for the controllers and the given nodes,
+    /// then turn auth on. Connects as root (a client certificate with CN root); safe to run
+    /// again, also after auth is on (e.g. to add nodes).
+    EtcdInit {
+        /// etcd client URL (repeat for several), e.g. https://127.0.0.1:2379.
+        #[arg(long = "etcd", required = true)]
+        endpoints: Vec<String>,
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = cats_controller::store::keys::DEFAULT_PREFIX)]
+        prefix: String,
+        /// A node whose agent gets a user and role (repeat for several).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
 }
 
 /// Where etcd is and who to be there.
@@ -370,6 +403,33 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("cleaning up node {node}"))?;
                 println!("{node}: cats routes, programs and maps removed");
             }
+            Ok(())
+        }
+        Command::Certs { dir, nodes, sans } => {
+            for outcome in cats_controller::certs::mint(&dir, &nodes, &sans)? {
+                println!("{outcome}");
+            }
+            Ok(())
+        }
+        Command::EtcdInit { endpoints, ca, cert, key, prefix, nodes } => {
+            use cats_controller::store::{auth, etcd, keys::Keys};
+            let config = etcd::EtcdConfig {
+                endpoints,
+                tls: Some(etcd::TlsFiles { ca, cert, key }),
+                keys: Keys::new(&prefix),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let changes = rt.block_on(async {
+                let client = config.connect().await?;
+                auth::setup(&client, &config.keys, &nodes).await
+            })?;
+            for change in &changes {
+                println!("{change}");
+            }
+            if changes.is_empty() {
+                println!("users and roles were already set up");
+            }
+            println!("auth is on");
             Ok(())
         }
     }

@@ -6,6 +6,7 @@
 //!
 //! [`keys`] is the layout both the etcd store and its access control follow.
 
+pub mod auth;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
