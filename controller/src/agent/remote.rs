@@ -87,12 +87,13 @@ pub async fn run(config: RemoteAgentConfig, shutdown: impl Future<Output = ()>) 
             _ = tick.tick() => {}
             _ = desired.changed() => {}
         }
-        if desired.has_changed().unwrap_or(false) || current.is_none() {
-            if let Some(d) = desired.borrow_and_update().clone() {
-                state_tx.send_replace(Some(Arc::new(d.state.clone())));
-                meter.retarget(&node, &d);
-                current = Some(d);
-            }
+        let latest = desired.borrow_and_update().clone();
+        if let Some(d) = latest
+            && current.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &d))
+        {
+            state_tx.send_replace(Some(Arc::new(d.state.clone())));
+            meter.retarget(&node, &d);
+            current = Some(d);
         }
         let Some(d) = &current else { continue };
         let agent = status.lock().expect("status lock").clone();

@@ -70,7 +70,7 @@ enum Command {
         #[command(flatten)]
         etcd: EtcdArgs,
         /// The name this controller campaigns under [default: hostname-pid].
-        #[arg(long, requires = "etcd")]
+        #[arg(long, requires = "endpoints")]
         name: Option<String>,
     },
     /// Run one node's agent, following its desired state in etcd.
@@ -535,5 +535,15 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -42,10 +42,17 @@ pub async fn campaign(config: &EtcdConfig, name: &str) -> Result<Leadership> {
     let lease = client.lease_grant(LEASE_TTL.as_secs() as i64, None).await?.id();
     let lost = Arc::new(AtomicBool::new(false));
     let keepalive = tokio::spawn(keep_lease(client.clone(), lease, lost.clone()));
-    let won = client
-        .campaign(config.keys.election(), name, lease)
-        .await
-        .context("campaigning for leadership")?;
+    let mut waiting = config.connect_to_wait().await?;
+    let won = match waiting.campaign(config.keys.election(), name, lease).await {
+        Ok(won) => won,
+        Err(e) => {
+            // Our candidacy must not outlive this campaign, or it would queue ahead of the
+            // next one.
+            keepalive.abort();
+            let _ = client.lease_revoke(lease).await;
+            return Err(e).context("campaigning for leadership");
+        }
+    };
     let leader = won.leader().cloned().context("campaign answered without a leader key")?;
     info!(name, lease, "elected: this controller leads");
     let mut led = Leadership {

@@ -36,10 +36,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl EtcdConfig {
-    fn options(&self) -> Result<ConnectOptions> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
+    fn options(&self, request_timeout: Option<Duration>) -> Result<ConnectOptions> {
+        let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT);
+        if let Some(timeout) = request_timeout {
+            options = options.with_timeout(timeout);
+        }
+        options = options
             // Finds a dead connection (a partition) without waiting for a request to fail.
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
@@ -56,7 +58,17 @@ impl EtcdConfig {
 
     /// A client of etcd (connects lazily: it fails only if no endpoint is reachable now).
     pub async fn connect(&self) -> Result<Client> {
-        Client::connect(&self.endpoints, Some(self.options()?))
+        self.connect_with(Some(REQUEST_TIMEOUT)).await
+    }
+
+    /// A client whose requests may wait as long as they need: a campaign blocks until this
+    /// controller is elected. (Dead connections are still found by the keep-alive pings.)
+    pub async fn connect_to_wait(&self) -> Result<Client> {
+        self.connect_with(None).await
+    }
+
+    async fn connect_with(&self, request_timeout: Option<Duration>) -> Result<Client> {
+        Client::connect(&self.endpoints, Some(self.options(request_timeout)?))
             .await
             .with_context(|| format!("connecting to etcd at {}", self.endpoints.join(",")))
     }
