@@ -8,7 +8,7 @@ use cats_controller::{
     certs::{self, CertDir, Client},
     store::{auth::is_permission_denied, etcd::TlsFiles},
 };
-use cats_tests::{etcd::EtcdServer, tcp_cut::TcpCut};
+use cats_tests::{catsd_bin::catsd, etcd::EtcdServer, tcp_cut::TcpCut};
 use etcd_client::{
     Certificate, ConnectOptions, GetOptions, LeaseTimeToLiveOptions, PutOptions, TlsOptions,
 };
@@ -328,4 +328,47 @@ async fn a_cut_partitions_one_node_alone() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(value(&edge1, &keys.report("edge1")).await.as_deref(), Some(&b"1"[..]));
+}
+
+/// `catsd certs` and `catsd etcd-init` as an operator runs them, adding a node to a running
+/// deployment: only the new node's files, role and user are made.
+#[tokio::test]
+async fn catsd_certs_and_etcd_init_add_a_node() {
+    let etcd = EtcdServer::new(&["gw"]).await.unwrap();
+    let dir = etcd.certs().dir().display().to_string();
+    let (code, out, err) = catsd(&["certs", "--dir", &dir, "--node", "gw", "--node", "edge1"]);
+    assert_eq!(code, 0, "{err}");
+    let made: Vec<&str> = out.lines().filter(|l| l.starts_with("made ")).collect();
+    assert_eq!(
+        made,
+        [format!("made {dir}/node-edge1.pem"), format!("made {dir}/node-edge1-key.pem")]
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("kept ")).count(), 10, "{out}");
+
+    let root = etcd.certs().tls(&Client::Root);
+    let init = |nodes: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["etcd-init".into(), "--etcd".into(), etcd.endpoint().into()];
+        for (flag, path) in [("--ca", &root.ca), ("--cert", &root.cert), ("--key", &root.key)] {
+            args.push(flag.into());
+            args.push(path.into());
+        }
+        for n in nodes {
+            args.push("--node".into());
+            args.push(n.into());
+        }
+        catsd(&args)
+    };
+    let (code, out, err) = init(&["gw", "edge1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added user cats-node-edge1\n"), "{out}");
+    assert!(!out.contains("cats-node-gw"), "{out}");
+    assert!(out.ends_with("auth is on\n"), "{out}");
+    let (code, out, err) = init(&["gw", "edge1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "users and roles were already set up\nauth is on\n");
+
+    let edge1 = connect(&etcd, "node-edge1").await;
+    edge1.kv_client().put(etcd.keys().report("edge1"), "ok", None).await.unwrap();
+    assert_denied(edge1.kv_client().put(etcd.keys().report("gw"), "x", None).await, "gw's report");
 }
