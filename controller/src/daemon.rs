@@ -1,10 +1,9 @@
-//! The daemon: controller loop (watch intent and metrics, compile, publish) plus the agents of
-//! the nodes this process serves, joined by the embedded store.
+//! The daemon: the controller loop (watch intent and metrics, compile, publish) over the nodes
+//! it steers: the agents in this process (embedded store), or agents elsewhere through etcd.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -13,20 +12,14 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::{
-    agent::node::{self, AgentConfig, AgentStatus, SharedStatus},
     compile::{Compiled, Compiler, Metrics, Selector, ServiceDecisions},
     dataplane::program::ensure_bpffs,
     intent::{self, Intent},
-    measure::{
-        self, Gathered, Gatherer, MetricsReport, ProbeConfig, affinity::AffinityReport,
-        headend_counters::HeadendCounters,
-    },
-    paths, registry,
-    store::EmbeddedStore,
+    measure::{self, Gathered, MetricsReport},
+    nodes::{NodeStatus, Nodes, local::LocalNodes, remote::RemoteNodes},
+    registry,
+    store::etcd::{EtcdConfig, controller as etcd_controller},
 };
-
-/// An agent silent for this long (no heartbeat) is reported dead.
-const AGENT_SILENCE: Duration = Duration::from_secs(2);
 
 /// Time per poll spent on disjoint backup paths (they do not hold back the weights).
 const BACKUP_BUDGET: Duration = Duration::from_millis(20);
@@ -48,12 +41,28 @@ pub struct DaemonConfig {
     pub selector: Selector,
     /// Pods the CNI plugin registered, merged into the intent ([`crate::registry`]).
     pub registry: Option<PathBuf>,
+    /// How the controller reaches the agents.
+    pub store: StoreChoice,
+}
+
+/// How the controller reaches the agents.
+#[derive(Clone, Debug, Default)]
+pub enum StoreChoice {
+    /// The agents of the served nodes run in this process.
+    #[default]
+    Embedded,
+    /// The agents run elsewhere (`catsd agent`) and talk through etcd; this controller
+    /// campaigns as `name` and publishes only while it leads.
+    Etcd { etcd: EtcdConfig, name: String },
 }
 
 /// What the daemon reports in its status file.
 #[derive(Serialize)]
 struct Status<'a> {
     generation: u64,
+    /// With etcd: this controller's part (it leads; a standby writes no status of the nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
     /// The last intent load error, if the newest files are bad (the running state is the
     /// previous good one).
     intent_error: Option<&'a str>,
@@ -62,24 +71,10 @@ struct Status<'a> {
     compile_error: Option<&'a str>,
     /// Pod registrations left out of the intent, and why.
     registry_problems: &'a [String],
-    nodes: BTreeMap<&'a str, NodeReport>,
+    nodes: &'a BTreeMap<String, NodeStatus>,
     decisions: &'a [ServiceDecisions],
     /// Measured links and reported instances, stale ones marked.
     metrics: &'a MetricsReport,
-}
-
-/// One node in the status file: what it should run and what its agent last did.
-#[derive(Serialize)]
-struct NodeReport {
-    /// Generation of the node's desired state (the last compile that changed this node).
-    desired_generation: Option<u64>,
-    /// The node's agent showed it runs within the last [`AGENT_SILENCE`].
-    alive: bool,
-    #[serde(flatten)]
-    agent: AgentStatus,
-    /// The headend's affinity table, on ingress nodes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    affinity: Option<AffinityReport>,
 }
 
 /// Modification times and sizes of the intent files: a cheap change detector.
@@ -117,72 +112,136 @@ pub async fn run(
     config: DaemonConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let mut seen = sources_fingerprint(&config);
-    let (mut intent, mut registry_problems) =
+    let (intent, registry_problems) =
         registry::load_intent(&config.intent_dir, config.registry.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     report_registry(&registry_problems);
-    ensure_bpffs(&config.bpffs)?;
+    let sources = Sources { intent, registry_problems };
+    match config.store.clone() {
+        StoreChoice::Embedded => {
+            ensure_bpffs(&config.bpffs)?;
+            let served = served_nodes(&config, &sources.intent)?;
+            let nodes = LocalNodes::start(&config, &sources.intent, &served)?;
+            info!(nodes = ?served, "controller started");
+            tokio::pin!(shutdown);
+            control(&config, sources, nodes, 1, None, &mut shutdown).await?;
+        }
+        StoreChoice::Etcd { etcd, name } => {
+            lead_when_elected(&config, sources, &etcd, &name, shutdown).await?
+        }
+    }
+    info!("controller stopping; pinned programs and maps keep forwarding");
+    Ok(())
+}
 
-    let served: Vec<String> = if config.nodes.is_empty() {
-        intent.topology.nodes.iter().map(|n| n.name.clone()).collect()
-    } else {
-        for n in &config.nodes {
-            if intent.node(n).is_none() {
-                bail!("node {n} is not in the topology of {}", config.intent_dir.display());
+/// The intent in force and the pod registrations left out of it.
+struct Sources {
+    intent: Intent,
+    registry_problems: Vec<String>,
+}
+
+fn served_nodes(config: &DaemonConfig, intent: &Intent) -> Result<Vec<String>> {
+    if config.nodes.is_empty() {
+        return Ok(intent.topology.nodes.iter().map(|n| n.name.clone()).collect());
+    }
+    for n in &config.nodes {
+        if intent.node(n).is_none() {
+            bail!("node {n} is not in the topology of {}", config.intent_dir.display());
+        }
+    }
+    Ok(config.nodes.clone())
+}
+
+/// With etcd: campaigns, leads until shutdown or until the lead is lost, then campaigns
+/// again. A standby writes a status that says so, and touches nothing else.
+async fn lead_when_elected(
+    config: &DaemonConfig,
+    mut sources: Sources,
+    etcd: &EtcdConfig,
+    name: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    tokio::pin!(shutdown);
+    let view = etcd_controller::spawn_view(etcd);
+    loop {
+        write_standby_status(config, name);
+        let leadership = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            won = etcd_controller::campaign(etcd, name) => won,
+        };
+        let leadership = match leadership {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "campaign failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let nodes = RemoteNodes::new(leadership, view.clone(), config.state_dir.clone());
+        let generation = nodes.last_generation() + 1;
+        let (ended, nodes) =
+            control(config, sources, nodes, generation, Some("leader"), &mut shutdown).await?;
+        sources = ended;
+        match nodes {
+            // Shut down: hand the lead over at once.
+            None => return Ok(()),
+            Some(nodes) => {
+                warn!("lead lost; standing by");
+                nodes.resign().await;
             }
         }
-        config.nodes.clone()
-    };
+    }
+}
 
-    let store = Arc::new(EmbeddedStore::default());
-    let mut statuses: BTreeMap<String, SharedStatus> = BTreeMap::new();
-    let mut gatherer = start_measurement(&config, &intent, &served);
-    let mut gathered = gatherer.gather(&intent, &served);
-    let mut metrics = gathered.metrics.clone();
-    let mut generation = 1;
+fn write_standby_status(config: &DaemonConfig, name: &str) {
+    if let Some(path) = &config.status_file {
+        let status = serde_json::json!({ "role": "standby", "name": name });
+        if let Err(e) = crate::atomic_file::write(path, status.to_string().as_bytes()) {
+            warn!("writing {}: {e}", path.display());
+        }
+    }
+}
+
+/// The controller loop: watch the intent and the nodes' readings, compile, publish. Returns
+/// at shutdown (the nodes then `None`), or when `nodes` must stop (they are handed back).
+async fn control<N: Nodes>(
+    config: &DaemonConfig,
+    sources: Sources,
+    mut nodes: N,
+    first_generation: u64,
+    role: Option<&str>,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<(Sources, Option<N>)> {
+    let Sources { mut intent, mut registry_problems } = sources;
+    let mut seen = sources_fingerprint(config);
+    let mut generation = first_generation;
+    let mut observed = nodes.observe(&intent, &Compiled::default());
+    let mut metrics = observed.gathered.metrics.clone();
     // Hold-down and hysteresis need a clock; any monotonic one will do.
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
     let mut compiler = Compiler::new(intent.clone(), generation)?.with_selector(config.selector);
     compiler.update(&metrics, generation, now_ms())?;
     let mut compiled = compiler.compiled();
-    publish(&store, &compiled, &served, config.state_dir.as_deref());
-
-    for node in &served {
-        let scope = config.netns_prefix.as_deref().unwrap_or("");
-        let agent = AgentConfig {
-            node: node.clone(),
-            netns: paths::node_netns(config.netns_prefix.as_deref(), node),
-            pins: paths::node_pins(&config.bpffs, scope, node),
-            registry: config.registry.clone(),
-        };
-        let status: SharedStatus = Arc::new(Mutex::new(AgentStatus::default()));
-        node::spawn(agent, store.watch(node), status.clone())?;
-        statuses.insert(node.clone(), status);
-    }
-    info!(nodes = ?served, generation, "controller started");
+    nodes.publish(&intent, &compiled).await?;
+    info!(generation, "desired states published");
 
     let mut backups_pending = true;
-    let mut counters = {
-        let (bpffs, scope) =
-            (config.bpffs.clone(), config.netns_prefix.clone().unwrap_or_default());
-        HeadendCounters::new(move |node| paths::node_pins(&bpffs, &scope, node))
-    };
-    let mut demand = measure::demand::DemandMeter::default();
-    let mut pinned_flows = measure::affinity::AffinityMeter::default();
     let mut intent_error: Option<String> = None;
     let mut compile_error: Option<String> = None;
     let mut last_status: Vec<u8> = Vec::new();
     let mut ticker = tokio::time::interval(config.poll);
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut *shutdown => return Ok((Sources { intent, registry_problems }, None)),
             _ = ticker.tick() => {}
         }
+        if let Some(why) = nodes.must_stop() {
+            warn!("{why}");
+            return Ok((Sources { intent, registry_problems }, Some(nodes)));
+        }
         let mut changed = false;
-        let now_seen = sources_fingerprint(&config);
+        let now_seen = sources_fingerprint(config);
         if now_seen != seen {
             seen = now_seen;
             // All or nothing: a new intent replaces the running one only when it loads and
@@ -215,7 +274,7 @@ pub async fn run(
                     metrics = m;
                     intent_error = None;
                     changed = true;
-                    gatherer.retarget(&intent, &served);
+                    nodes.retarget(&intent);
                 }
                 Err(e) => {
                     error!("intent rejected, running state unchanged:\n{e}");
@@ -223,15 +282,13 @@ pub async fn run(
                 }
             }
         }
-        gathered = gatherer.gather(&intent, &served);
-        let rates = demand.read(compiled.nodes.values(), &mut counters, Instant::now());
-        let affinity =
-            pinned_flows.read(compiled.nodes.values(), &mut counters, Instant::now()).clone();
+        observed = nodes.observe(&intent, &compiled);
+        let rates = &observed.ingress_rates;
         let shifted = measure::demand::shares_moved(&metrics.ingress_rates, rates, 0.1);
-        let mut remeasured = take_metrics(&mut metrics, &gathered);
+        let mut remeasured = take_metrics(&mut metrics, &observed.gathered);
         // What the headends' probers cannot reach gets no new flows (the headends already
         // moved the flows it had).
-        let unreachable = unreachable_by_ingress(&statuses);
+        let unreachable = observed.unreachable();
         if metrics.unreachable != unreachable {
             info!(?unreachable, "instance reachability changed; recompiling");
             metrics.unreachable = unreachable;
@@ -244,9 +301,9 @@ pub async fn run(
         // Weights a hold-down held back are looked at again once it ends.
         if remeasured || compiler.has_held(now_ms()) {
             match compiler.update(&metrics, generation + 1, now_ms()) {
-                Ok(nodes) => {
+                Ok(changed_nodes) => {
                     compile_error = None;
-                    changed |= !nodes.is_empty();
+                    changed |= !changed_nodes.is_empty();
                     // The figures move even when no weight does.
                     compiled.decisions = compiler.decisions();
                 }
@@ -259,18 +316,18 @@ pub async fn run(
         if changed {
             generation += 1;
             compiled = compiler.compiled();
-            publish(&store, &compiled, &served, config.state_dir.as_deref());
+            nodes.publish(&intent, &compiled).await?;
             backups_pending = true;
         }
         if backups_pending {
             // Backups become the headends' alternate paths and backup instances.
             match compiler.fill_backups(BACKUP_BUDGET, generation + 1) {
-                Ok((pending, nodes)) => {
+                Ok((pending, changed_nodes)) => {
                     backups_pending = pending;
-                    if !nodes.is_empty() {
+                    if !changed_nodes.is_empty() {
                         generation += 1;
                         compiled = compiler.compiled();
-                        publish(&store, &compiled, &served, config.state_dir.as_deref());
+                        nodes.publish(&intent, &compiled).await?;
                     }
                 }
                 Err(e) => {
@@ -282,15 +339,17 @@ pub async fn run(
             compiled.decisions = compiler.decisions();
         }
         if let Some(path) = &config.status_file {
-            let status = status_json(
+            let status = Status {
                 generation,
-                (intent_error.as_deref(), compile_error.as_deref(), &registry_problems),
-                &store,
-                &statuses,
-                &compiled,
-                &gathered.report,
-                &affinity,
-            )?;
+                role,
+                intent_error: intent_error.as_deref(),
+                compile_error: compile_error.as_deref(),
+                registry_problems: &registry_problems,
+                nodes: &observed.nodes,
+                decisions: &compiled.decisions,
+                metrics: &observed.gathered.report,
+            };
+            let status = serde_json::to_vec_pretty(&status)?;
             // Rewritten only when it differs (metric ages make that most polls).
             if status != last_status {
                 crate::atomic_file::write(path, &status)
@@ -299,48 +358,14 @@ pub async fn run(
             }
         }
     }
-    info!("controller stopping; pinned programs and maps keep forwarding");
-    Ok(())
 }
 
-/// Link probers for the served nodes (C-NMA) and the instance report reader (C-SMA). They stop
-/// when the returned value drops, at the latest when `run` returns.
 /// Whether two intents list the same links, in the same order.
 fn same_links(a: &Intent, b: &Intent) -> bool {
     let ends = |i: &Intent| -> Vec<(String, String)> {
         i.topology.links.iter().map(|l| (l.a.clone(), l.b.clone())).collect()
     };
     ends(a) == ends(b)
-}
-
-fn start_measurement(config: &DaemonConfig, intent: &Intent, served: &[String]) -> Gatherer {
-    Gatherer::start(
-        intent,
-        served,
-        config.netns_prefix.as_deref(),
-        config.metrics_dir.as_deref(),
-        ProbeConfig::default(),
-    )
-}
-
-/// Per ingress node, the instances its health prober finds unreachable.
-fn unreachable_by_ingress(
-    statuses: &BTreeMap<String, SharedStatus>,
-) -> BTreeMap<String, std::collections::BTreeSet<String>> {
-    statuses
-        .iter()
-        .filter_map(|(node, s)| {
-            let s = s.lock().expect("status lock");
-            let down = s
-                .health
-                .as_ref()?
-                .unreachable
-                .iter()
-                .cloned()
-                .collect::<std::collections::BTreeSet<_>>();
-            (!down.is_empty()).then(|| (node.clone(), down))
-        })
-        .collect()
 }
 
 /// Takes the new reading as the metrics to compile with if it differs enough from `used`.
@@ -356,56 +381,6 @@ fn take_metrics(used: &mut Metrics, gathered: &Gathered) -> bool {
     info!(?links, ?utilization, "measurements changed; recompiling");
     *used = new.clone();
     true
-}
-
-fn publish(
-    store: &EmbeddedStore,
-    compiled: &Compiled,
-    served: &[String],
-    state_dir: Option<&Path>,
-) {
-    for node in served {
-        if let Some(state) = compiled.nodes.get(node) {
-            store.publish(state.clone());
-        }
-    }
-    // A record for `catsd compile --dry-run`; failing to write it does not stop steering.
-    if let Some(dir) = state_dir
-        && let Err(e) = crate::running::record(dir, compiled, served)
-    {
-        error!("recording the running state in {}: {e:#}", dir.display());
-    }
-}
-
-fn status_json(
-    generation: u64,
-    (intent_error, compile_error, registry_problems): (Option<&str>, Option<&str>, &[String]),
-    store: &EmbeddedStore,
-    statuses: &BTreeMap<String, SharedStatus>,
-    compiled: &Compiled,
-    metrics: &MetricsReport,
-    affinity: &BTreeMap<String, AffinityReport>,
-) -> Result<Vec<u8>> {
-    let nodes = statuses
-        .iter()
-        .map(|(n, s)| {
-            let agent = s.lock().expect("status lock").clone();
-            let affinity = affinity.get(n).copied();
-            let alive = agent.heartbeat.is_some_and(|at| at.elapsed() < AGENT_SILENCE);
-            let desired_generation = store.generation(n);
-            (n.as_str(), NodeReport { desired_generation, alive, agent, affinity })
-        })
-        .collect();
-    let status = Status {
-        generation,
-        intent_error,
-        compile_error,
-        registry_problems,
-        nodes,
-        decisions: &compiled.decisions,
-        metrics,
-    };
-    Ok(serde_json::to_vec_pretty(&status)?)
 }
 
 /// Loads and validates an intent directory without touching anything.

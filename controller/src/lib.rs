@@ -12,6 +12,7 @@ pub mod intent;
 pub mod measure;
 pub mod metrics_files;
 pub mod netns;
+pub mod nodes;
 pub mod offload;
 pub mod paths;
 pub mod registry;

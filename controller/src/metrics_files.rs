@@ -40,7 +40,7 @@ struct Report {
 }
 
 /// One instance's latest report, as the status shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceReport {
     pub instance: String,

@@ -122,6 +122,7 @@ pub fn daemon_config(
         state_dir: Some(run_dir.join("state")),
         selector: Default::default(),
         registry: Some(lab_registry(run_dir)),
+        store: Default::default(),
     }
 }
 

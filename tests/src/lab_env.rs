@@ -210,12 +210,15 @@ pub struct LabOptions {
     /// addresses (and the service addresses on `lo`) but nothing listens: the caller runs
     /// its own server there.
     pub instances: bool,
+    /// Start the daemon (controller and every agent, in this process). Without, the caller
+    /// runs cats its own way (e.g. processes over etcd).
+    pub daemon: bool,
 }
 
 impl Default for LabOptions {
-    /// What [`LabEnv::start`] builds: delays and instances.
+    /// What [`LabEnv::start`] builds: delays, instances and the daemon.
     fn default() -> Self {
-        LabOptions { delays: true, instances: true }
+        LabOptions { delays: true, instances: true, daemon: true }
     }
 }
 
@@ -255,7 +258,9 @@ impl LabEnv {
             std::fs::create_dir_all(env.run_dir.join("metrics"))?;
         }
         env.lab = Some(lab);
-        env.start_daemon_with(selector)?;
+        if options.daemon {
+            env.start_daemon_with(selector)?;
+        }
         Ok(env)
     }
 }

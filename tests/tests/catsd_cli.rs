@@ -1,15 +1,10 @@
 //! The `catsd` offline commands, run as an operator runs them: validate, compile --dry-run
 //! against a recorded running state, explain. No root needed.
-//!
-//! The binary belongs to another package, so `CARGO_BIN_EXE_catsd` is not available: the
-//! first test to need it builds it with the cargo running the tests, into the same target
-//! directory and profile (a no-op when it is up to date), and runs it from there.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::OnceLock,
 };
 
 use cats_controller::{compile, daemon, running, state::NodeState};
@@ -20,35 +15,9 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").into()
 }
 
-/// The catsd binary of this build: `target/<profile>/catsd`, built if needed.
-fn catsd_path() -> &'static Path {
-    static CATSD: OnceLock<PathBuf> = OnceLock::new();
-    CATSD.get_or_init(|| {
-        // This test runs as target/<profile>/deps/catsd_cli-<hash>.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target/");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "cats-controller", "--bin", "catsd", "--profile"])
-            .arg(profile)
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(workspace())
-            .status()
-            .expect("running cargo build for catsd");
-        assert!(status.success(), "cargo build of catsd failed");
-        profile_dir.join("catsd")
-    })
-}
-
 /// Runs catsd; returns (exit code, stdout, stderr).
 fn catsd(args: &[&str]) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = Command::new(catsd_path())
+    let Output { status, stdout, stderr } = Command::new(cats_tests::binaries::catsd())
         .args(args)
         .env("RUST_LOG", "warn")
         .output()

@@ -142,7 +142,7 @@ fn pods_are_steered_and_registered_as_instances() {
             std::fs::write(dir.join("services.yaml"), services + POD_SERVICE)?;
             Ok(())
         },
-        LabOptions { delays: false, instances: true },
+        LabOptions { delays: false, instances: true, ..LabOptions::default() },
     )
     .unwrap();
     let registry = lab_registry(&env.run_dir);

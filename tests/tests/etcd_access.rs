@@ -8,7 +8,7 @@ use cats_controller::{
     certs::{self, CertDir, Client},
     store::{auth::is_permission_denied, etcd::TlsFiles},
 };
-use cats_tests::{catsd_bin::catsd, etcd::EtcdServer, tcp_cut::TcpCut};
+use cats_tests::{binaries, etcd::EtcdServer, tcp_cut::TcpCut};
 use etcd_client::{
     Certificate, ConnectOptions, GetOptions, LeaseTimeToLiveOptions, PutOptions, TlsOptions,
 };
@@ -20,6 +20,17 @@ fn assert_denied<T: std::fmt::Debug>(result: Result<T, etcd_client::Error>, what
         Err(e) if is_permission_denied(&e) => {}
         other => panic!("{what}: expected permission denied, got {other:?}"),
     }
+}
+
+/// Runs catsd with `args`; (exit code, stdout, stderr).
+fn catsd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = std::process::Command::new(binaries::catsd())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running catsd");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("catsd writes UTF-8");
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
 }
 
 async fn connect(etcd: &EtcdServer, cert: &str) -> etcd_client::Client {

@@ -279,7 +279,7 @@ fn a_cut_link_and_a_dead_node_stop_their_instance_until_undone() {
 
 #[test]
 fn a_link_without_relay_is_cut_at_its_veth_ends_and_comes_back_configured() {
-    let options = LabOptions { delays: false, instances: true };
+    let options = LabOptions { delays: false, instances: true, ..LabOptions::default() };
     let mut env = LabEnv::start_with(|_| Ok(()), options).unwrap();
     let (core, edge1) =
         (env.lab().node("core").name().to_string(), env.lab().node("edge1").name().to_string());

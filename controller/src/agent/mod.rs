@@ -3,3 +3,4 @@
 pub mod health;
 pub mod kernel;
 pub mod node;
+pub mod remote;

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result};
 use aya::programs::XdpMode;
 use cats_common::maps::{AFFINITY_TABLE_SIZE, PROG_ENDPOINT, PROG_HEADEND};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use tokio::sync::watch;
@@ -44,7 +44,7 @@ pub struct AgentConfig {
 }
 
 /// What an agent last did, for status output.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     /// Generation of the last state applied completely.
     pub applied_generation: Option<u64>,

@@ -9,14 +9,18 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use cats_controller::{
-    agent::kernel::Kernel,
+    agent::{kernel::Kernel, remote::RemoteAgentConfig},
     compile::{self, Metrics, Selector},
-    daemon::{self, DaemonConfig},
+    daemon::{self, DaemonConfig, StoreChoice},
     dataplane::program::remove_pins,
     diff, explain, paths, registry, running,
     state::NodeState,
+    store::{
+        etcd::{EtcdConfig, TlsFiles},
+        keys,
+    },
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -59,6 +63,30 @@ enum Command {
         #[arg(long, default_value = "cats")]
         selector: Selector,
         /// Where the CNI plugin (`cats-cni`) registers pods; they are merged into the intent.
+        #[arg(long, default_value = registry::DEFAULT_REGISTRY_DIR)]
+        registry: PathBuf,
+        /// With `--etcd`: steer agents elsewhere (`catsd agent`) through etcd, leading when
+        /// elected; no agent runs in this process.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// The name this controller campaigns under [default: hostname-pid].
+        #[arg(long, requires = "etcd")]
+        name: Option<String>,
+    },
+    /// Run one node's agent, following its desired state in etcd.
+    Agent {
+        #[arg(long)]
+        node: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Lab mode: the node lives in network namespace PREFIX+NODE.
+        #[arg(long)]
+        netns_prefix: Option<String>,
+        #[arg(long, default_value = paths::DEFAULT_BPFFS)]
+        bpffs: PathBuf,
+        /// Directory where this node's instances report utilisation (`<instance>.json`).
+        #[arg(long)]
+        metrics_dir: Option<PathBuf>,
         #[arg(long, default_value = registry::DEFAULT_REGISTRY_DIR)]
         registry: PathBuf,
     },
@@ -147,6 +175,45 @@ enum Command {
     },
 }
 
+/// Where etcd is and who to be there.
+#[derive(Args)]
+struct EtcdArgs {
+    /// etcd client URL (repeat for several), e.g. https://127.0.0.1:2379.
+    #[arg(long = "etcd")]
+    endpoints: Vec<String>,
+    /// CA certificate that signed etcd's server certificate.
+    #[arg(long, requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<PathBuf>,
+    /// This client's certificate: its CN is its etcd user (`cats-controller`,
+    /// `cats-node-<node>`); see `catsd certs`.
+    #[arg(long)]
+    etcd_cert: Option<PathBuf>,
+    #[arg(long)]
+    etcd_key: Option<PathBuf>,
+    /// Key prefix of this deployment.
+    #[arg(long, default_value = keys::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+}
+
+impl EtcdArgs {
+    fn config(&self) -> Option<EtcdConfig> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let tls = match (&self.etcd_ca, &self.etcd_cert, &self.etcd_key) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+            }
+            _ => None,
+        };
+        Some(EtcdConfig {
+            endpoints: self.endpoints.clone(),
+            tls,
+            keys: keys::Keys::new(&self.etcd_prefix),
+        })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum StateFormat {
     Yaml,
@@ -188,7 +255,19 @@ fn run(cli: Cli) -> Result<()> {
             state_dir,
             selector,
             registry,
+            etcd,
+            name,
         } => {
+            let store = match etcd.config() {
+                Some(etcd) => {
+                    if !nodes.is_empty() {
+                        bail!("with --etcd the agents run as `catsd agent`; drop --node");
+                    }
+                    let name = name.unwrap_or_else(default_name);
+                    StoreChoice::Etcd { etcd, name }
+                }
+                None => StoreChoice::Embedded,
+            };
             let config = DaemonConfig {
                 intent_dir: intent,
                 nodes,
@@ -200,9 +279,23 @@ fn run(cli: Cli) -> Result<()> {
                 state_dir: Some(state_dir),
                 selector,
                 registry: Some(registry),
+                store,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))
+        }
+        Command::Agent { node, etcd, netns_prefix, bpffs, metrics_dir, registry } => {
+            let etcd = etcd.config().context("`catsd agent` needs --etcd")?;
+            let config = RemoteAgentConfig {
+                node,
+                etcd,
+                netns_prefix,
+                bpffs,
+                metrics_dir,
+                registry: Some(registry),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(cats_controller::agent::remote::run(config, shutdown_signal()))
         }
         Command::Validate { dir } => {
             let intent = daemon::validate(&dir)?;
@@ -428,6 +521,12 @@ fn print(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A controller's campaign name: host and process, unique enough to tell controllers apart.
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 async fn shutdown_signal() {

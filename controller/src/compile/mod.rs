@@ -32,7 +32,7 @@ pub use self::metrics::{InstanceMetric, LinkMetric, Metrics};
 pub use self::{baseline::Selector, compiler::Compiler};
 
 /// Desired state of every node, and the figures behind every weight.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Compiled {
     pub nodes: BTreeMap<String, NodeState>,
     pub decisions: Vec<ServiceDecisions>,

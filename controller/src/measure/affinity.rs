@@ -7,7 +7,7 @@ use std::{
 };
 
 use cats_common::counters::Event;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::headend_counters::HeadendCounters;
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
 /// Counting the pins walks the table key by key: not on every poll.
 const EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AffinityReport {
     /// Flow pins in the table now (expired ones included until reused or evicted).

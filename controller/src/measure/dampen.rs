@@ -43,7 +43,8 @@ pub fn changed_enough(old: &Metrics, new: &Metrics) -> bool {
     links || instances
 }
 
-fn time_moved(old_ms: f64, new_ms: f64) -> bool {
+/// Whether a time moved by at least max(1 ms, 10 %).
+pub fn time_moved(old_ms: f64, new_ms: f64) -> bool {
     (old_ms - new_ms).abs() >= MIN_TIME_CHANGE_MS.max(MIN_RELATIVE_CHANGE * old_ms.abs())
 }
 

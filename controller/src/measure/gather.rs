@@ -41,6 +41,8 @@ pub struct Gatherer {
     config: ProbeConfig,
     table: LinkTable,
     probers: BTreeMap<String, (Vec<LinkTarget>, Prober)>,
+    /// What each node probes, as last asked.
+    wanted: BTreeMap<String, Vec<LinkTarget>>,
 }
 
 impl Gatherer {
@@ -52,28 +54,45 @@ impl Gatherer {
         metrics_dir: Option<&Path>,
         config: ProbeConfig,
     ) -> Self {
+        let wanted = served.iter().map(|n| (n.clone(), super::targets(intent, n))).collect();
+        Self::for_targets(wanted, netns_prefix, metrics_dir, config)
+    }
+
+    /// Probers for `wanted` (links by node) instead of an intent's: a remote agent learns its
+    /// links from its desired state.
+    pub fn for_targets(
+        wanted: BTreeMap<String, Vec<LinkTarget>>,
+        netns_prefix: Option<&str>,
+        metrics_dir: Option<&Path>,
+        config: ProbeConfig,
+    ) -> Self {
         let mut g = Gatherer {
             netns_prefix: netns_prefix.map(str::to_string),
             metrics_dir: metrics_dir.map(Path::to_path_buf),
             config,
             table: LinkTable::default(),
             probers: BTreeMap::new(),
+            wanted: BTreeMap::new(),
         };
-        g.retarget(intent, served);
+        g.retarget_to(wanted);
         g
     }
 
     /// Follows a changed intent: restarts the probers whose links changed, stops those of
     /// nodes no longer served or without links.
     pub fn retarget(&mut self, intent: &Intent, served: &[String]) {
-        let wanted: BTreeMap<&String, Vec<LinkTarget>> =
-            served.iter().map(|n| (n, super::targets(intent, n))).collect();
+        self.retarget_to(served.iter().map(|n| (n.clone(), super::targets(intent, n))).collect());
+    }
+
+    /// Probes `wanted` (links by node) from now on, restarting what changed or died.
+    pub fn retarget_to(&mut self, wanted: BTreeMap<String, Vec<LinkTarget>>) {
+        self.wanted.clone_from(&wanted);
         // Probers whose links changed, and those whose thread ended (it could not enter its
         // namespace or bind its port; it is tried again here, on every poll).
         let gone: Vec<String> = self
             .probers
             .iter()
-            .filter(|(n, (t, p))| wanted.get(n).is_none_or(|w| w != t) || p.is_finished())
+            .filter(|(n, (t, p))| wanted.get(*n).is_none_or(|w| w != t) || p.is_finished())
             .map(|(n, _)| n.clone())
             .collect();
         // Signal them all first, so their threads wind down together.
@@ -84,14 +103,14 @@ impl Gatherer {
             drop(self.probers.remove(&n));
             self.table.forget(&n);
         }
-        for (node, targets) in wanted {
+        for (node, targets) in &wanted {
             if targets.is_empty() || self.probers.contains_key(node) {
                 continue;
             }
             let netns = paths::node_netns(self.netns_prefix.as_deref(), node);
             match Prober::spawn(node, netns, targets.clone(), self.table.clone(), self.config) {
                 Ok(p) => {
-                    self.probers.insert(node.clone(), (targets, p));
+                    self.probers.insert(node.clone(), (targets.clone(), p));
                 }
                 Err(e) => warn!(node, error = %format!("{e:#}"), "cannot start the link prober"),
             }
@@ -99,15 +118,9 @@ impl Gatherer {
     }
 
     /// Reads the probe table and the instance reports now, restarting any prober that died.
-    pub fn gather(&mut self, intent: &Intent, served: &[String]) -> Gathered {
-        if self.probers.values().any(|(_, p)| p.is_finished()) {
-            self.retarget(intent, served);
-        }
-        let links = link_reports(intent, &self.table.snapshot(Instant::now()));
-        let instances = match &self.metrics_dir {
-            Some(dir) => metrics_files::read_reports(dir),
-            None => Vec::new(),
-        };
+    pub fn gather(&mut self, intent: &Intent) -> Gathered {
+        let links = link_reports(intent, &self.link_ends());
+        let instances = self.instance_reports();
         let metrics = Metrics {
             links: link_metrics(&links),
             instances: metrics_files::fresh(&instances),
@@ -117,6 +130,23 @@ impl Gatherer {
             unreachable: Default::default(),
         };
         Gathered { metrics, report: MetricsReport { links, instances } }
+    }
+
+    /// Every probed link end's figures now, by (link position, probing node), restarting
+    /// any prober that died.
+    pub fn link_ends(&mut self) -> BTreeMap<(usize, String), super::Snapshot> {
+        if self.probers.values().any(|(_, p)| p.is_finished()) {
+            self.retarget_to(self.wanted.clone());
+        }
+        self.table.snapshot(Instant::now())
+    }
+
+    /// The instance reports in the metrics directory, fresh and stale.
+    pub fn instance_reports(&self) -> Vec<InstanceReport> {
+        match &self.metrics_dir {
+            Some(dir) => metrics_files::read_reports(dir),
+            None => Vec::new(),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::{
     dampen::changed_enough,
@@ -59,7 +59,7 @@ impl Default for ProbeConfig {
 }
 
 /// One link a node probes: its peer's address on that link.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkTarget {
     /// 0-based position of the link in `spec.links`.
     pub link: usize,

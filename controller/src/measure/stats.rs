@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// EWMA gain of the round-trip time (TCP's SRTT alpha).
 pub const RTT_GAIN: f64 = 1.0 / 8.0;
@@ -66,7 +66,7 @@ pub struct LinkStats {
 }
 
 /// A reading of [`LinkStats`] at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// Smoothed round trip; `None` before the first echo.

@@ -10,5 +10,6 @@ pub mod auth;
 pub mod embedded;
 pub mod etcd;
 pub mod keys;
+pub mod report;
 
 pub use embedded::{EmbeddedStore, Watch};

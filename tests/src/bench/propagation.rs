@@ -84,7 +84,7 @@ pub fn run() -> Result<()> {
     println!("kernel      Linux {} ({cpus} CPUs online)", kernel.trim());
 
     // The instances start below, reporting into a directory of their own.
-    let options = LabOptions { delays: true, instances: false };
+    let options = LabOptions { delays: true, instances: false, ..LabOptions::default() };
     let mut env = LabEnv::start_with(|_| Ok(()), options)?;
     let prefix = env.lab().prefix().to_string();
     let run_dir = env.run_dir.clone();

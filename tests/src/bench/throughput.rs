@@ -107,7 +107,7 @@ impl Lab {
                 std::fs::write(dir.join("services.yaml"), busy)?;
                 Ok(())
             },
-            LabOptions { delays: false, instances: false },
+            LabOptions { delays: false, instances: false, ..LabOptions::default() },
         )
         .with_context(|| format!("building the {plane} lab"))?;
         env.stop_daemon()?;

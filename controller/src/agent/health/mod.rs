@@ -23,7 +23,7 @@ use cats_common::{
     health::{PROBE_LEN, Probe, ProbePath},
     maps::{HEALTH_ALTERNATE_DOWN, HEALTH_PRIMARY_DOWN},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{info, warn};
 
@@ -46,17 +46,17 @@ const TICK: Duration = Duration::from_millis(5);
 const REMEMBERED: usize = 64;
 
 /// One probed path, as the status file shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PathReport {
     pub instance: String,
     pub slot: u32,
-    pub path: &'static str,
+    pub path: String,
     pub up: bool,
     pub rtt_ms: Option<f64>,
 }
 
 /// What the prober last found: per path, and the instances unreachable over all of theirs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HealthReport {
     pub paths: Vec<PathReport>,
     pub unreachable: Vec<String>,
@@ -291,7 +291,8 @@ fn health_report(probed: &BTreeMap<(u32, ProbePath), Probed>) -> HealthReport {
             path: match path {
                 ProbePath::Primary => "primary",
                 ProbePath::Alternate => "alternate",
-            },
+            }
+            .to_string(),
             up: p.session.is_up(),
             // Rounded so the report changes with the state, not with every echo.
             rtt_ms: p.session.rtt.map(|r| (r.as_secs_f64() * 1e3).round()),

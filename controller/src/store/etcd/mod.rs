@@ -1,4 +1,5 @@
-//! The etcd store: connection (TLS with client certificates) and the key layout of [`Keys`].
+//! The etcd store: the connection (TLS with client certificates) here, the agents' side in
+//! [`agent`], the controllers' in [`controller`], both following keys with [`follow`].
 
 use std::{path::PathBuf, time::Duration};
 
@@ -6,6 +7,10 @@ use anyhow::{Context, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
 use super::keys::Keys;
+
+pub mod agent;
+pub mod controller;
+pub mod follow;
 
 /// How to reach etcd and who to be there.
 #[derive(Clone, Debug)]
@@ -54,5 +59,46 @@ impl EtcdConfig {
         Client::connect(&self.endpoints, Some(self.options()?))
             .await
             .with_context(|| format!("connecting to etcd at {}", self.endpoints.join(",")))
+    }
+}
+
+/// Keeps `lease` alive until it cannot: returns once the lease expired, or no keep-alive got
+/// through for a whole [`agent::LEASE_TTL`] (the store must then be taken to have let it
+/// go). Short outages (a reconnect, an etcd restart) are ridden out.
+pub async fn keep_lease_alive(mut client: Client, lease: i64) {
+    let ttl = agent::LEASE_TTL;
+    let mut last_ack = tokio::time::Instant::now();
+    loop {
+        let left = ttl.saturating_sub(last_ack.elapsed());
+        if left.is_zero() {
+            tracing::warn!(lease, "no keep-alive got through for the lease's whole TTL");
+            return;
+        }
+        match tokio::time::timeout(left, renew(&mut client, lease, &mut last_ack)).await {
+            Ok(Ok(())) => {
+                tracing::warn!(lease, "lease expired");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(lease, error = %e, "keep-alive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Renews `lease` every third of its TTL; returns Ok once etcd says it expired.
+async fn renew(client: &mut Client, lease: i64, last_ack: &mut tokio::time::Instant) -> Result<()> {
+    let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
+    let mut tick = tokio::time::interval(agent::LEASE_TTL / 3);
+    loop {
+        tick.tick().await;
+        keeper.keep_alive().await?;
+        match acks.message().await? {
+            Some(ack) if ack.ttl() > 0 => *last_ack = tokio::time::Instant::now(),
+            Some(_) => return Ok(()),
+            None => anyhow::bail!("keep-alive stream ended"),
+        }
     }
 }

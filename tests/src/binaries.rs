@@ -1,0 +1,42 @@
+//! The workspace's own binaries, for tests that run them as an operator would. They belong to
+//! other packages, so `CARGO_BIN_EXE_*` is not available: the first test to need one builds it
+//! with the cargo running the tests, into the same target directory and profile (a no-op when
+//! it is up to date), and runs it from there.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").into()
+}
+
+/// `target/<profile>/<bin>` of `package`, built if needed.
+pub fn built(package: &str, bin: &str) -> PathBuf {
+    // A test runs as target/<profile>/deps/<test>-<hash>.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target/");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin, "--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(workspace())
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
+    assert!(status.success(), "cargo build of {bin} failed");
+    profile_dir.join(bin)
+}
+
+/// The catsd binary of this build.
+pub fn catsd() -> &'static Path {
+    static CATSD: OnceLock<PathBuf> = OnceLock::new();
+    CATSD.get_or_init(|| built("cats-controller", "catsd"))
+}
