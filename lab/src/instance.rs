@@ -342,7 +342,11 @@ fn snapshot(
     let st = shared.lock();
     let now = Instant::now();
     let busy: Duration = st.busy_done
-        + st.busy_since.iter().flatten().map(|s| now.saturating_duration_since(*s)).sum();
+        + st.busy_since
+            .iter()
+            .flatten()
+            .map(|s| now.saturating_duration_since(*s))
+            .sum::<Duration>();
     let elapsed = now.duration_since(last.at).as_secs_f64();
     let window = elapsed * cfg.workers as f64;
     let utilization = if window > 0.0 {

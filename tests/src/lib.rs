@@ -4,6 +4,7 @@
 pub mod binaries;
 pub mod cni_runtime;
 pub mod endpoint_fixture;
+pub mod etcd;
 pub mod expect;
 pub mod fixture;
 pub mod lab_env;
@@ -11,4 +12,5 @@ pub mod packets;
 pub mod router;
 pub mod srv6;
 pub mod stream;
+pub mod tcp_cut;
 pub mod xdp;

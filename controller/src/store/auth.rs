@@ -102,10 +102,23 @@ pub fn node_grants(keys: &Keys, node: &str) -> Vec<Grant> {
 }
 
 /// Is this etcd's "permission denied" (an authenticated user without the permission)?
+///
+/// etcd answers it with gRPC's PERMISSION_DENIED, except from its election and lock
+/// services (3.4), which pass on the error of their inner request as UNKNOWN with etcd's
+/// message.
 pub fn is_permission_denied(e: &etcd_client::Error) -> bool {
-    /// gRPC's PERMISSION_DENIED (google.rpc.Code), which etcd answers with.
+    /// gRPC's PERMISSION_DENIED and UNKNOWN (google.rpc.Code).
     const PERMISSION_DENIED: i32 = 7;
-    matches!(e, etcd_client::Error::GRpcStatus(s) if i32::from(s.code()) == PERMISSION_DENIED)
+    const UNKNOWN: i32 = 2;
+    const MESSAGE: &str = "etcdserver: permission denied";
+    match e {
+        etcd_client::Error::GRpcStatus(s) => match i32::from(s.code()) {
+            PERMISSION_DENIED => true,
+            UNKNOWN => s.message() == MESSAGE,
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Sets up users, roles and their permissions for the controllers and `nodes`, then turns
