@@ -106,3 +106,82 @@ fn affinity_moved(old: Option<AffinityReport>, new: Option<AffinityReport>) -> b
         (a, b) => a.is_some() != b.is_some(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        agent::health::{HealthReport, PathReport},
+        compile::InstanceMetric,
+    };
+
+    fn link(rtt_ms: f64) -> (usize, Snapshot) {
+        let s = Snapshot {
+            rtt_ms: Some(rtt_ms),
+            jitter_ms: 0.1,
+            loss: 0.0,
+            samples: 50,
+            age: None,
+            stale: false,
+            down: false,
+        };
+        (0, s)
+    }
+
+    fn instance(utilization: f64) -> InstanceReport {
+        InstanceReport {
+            instance: "edge1-a".into(),
+            metric: InstanceMetric { utilization, ..Default::default() },
+            served_total: None,
+            age_ms: 100,
+            stale: false,
+        }
+    }
+
+    fn report(rtt_ms: f64, utilization: f64, rate: f64) -> NodeReport {
+        NodeReport {
+            links: vec![link(rtt_ms)],
+            instances: vec![instance(utilization)],
+            demand: [("plate-recognition".to_string(), rate)].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wobbles_are_not_written_and_what_the_controller_acts_on_is() {
+        let old = report(4.0, 0.30, 100.0);
+        assert!(worth_writing(None, &old), "the first report");
+        assert!(!worth_writing(Some(&old), &report(4.2, 0.35, 105.0)), "a wobble");
+        assert!(worth_writing(Some(&old), &report(8.0, 0.30, 100.0)), "a link twice as slow");
+        assert!(worth_writing(Some(&old), &report(4.0, 0.45, 100.0)), "utilisation +0.15");
+        assert!(worth_writing(Some(&old), &report(4.0, 0.30, 150.0)), "demand +50 %");
+        let mut stale = old.clone();
+        stale.links[0].1.stale = true;
+        assert!(worth_writing(Some(&old), &stale), "a link gone stale");
+        let mut applied = old.clone();
+        applied.status.applied_generation = Some(7);
+        assert!(worth_writing(Some(&old), &applied), "a new state applied");
+    }
+
+    #[test]
+    fn health_round_trips_count_only_past_the_threshold_and_verdicts_always() {
+        let with_health = |up: bool, rtt_ms: f64| {
+            let mut r = report(4.0, 0.3, 100.0);
+            r.status.health = Some(HealthReport {
+                paths: vec![PathReport {
+                    instance: "edge1-a".into(),
+                    slot: 1,
+                    path: "primary".into(),
+                    up,
+                    rtt_ms: Some(rtt_ms),
+                }],
+                unreachable: if up { vec![] } else { vec!["edge1-a".into()] },
+            });
+            r
+        };
+        let old = with_health(true, 6.0);
+        assert!(!worth_writing(Some(&old), &with_health(true, 6.5)));
+        assert!(worth_writing(Some(&old), &with_health(true, 12.0)));
+        assert!(worth_writing(Some(&old), &with_health(false, 6.0)));
+    }
+}
