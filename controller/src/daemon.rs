@@ -179,17 +179,15 @@ async fn lead_when_elected(
         };
         let nodes = RemoteNodes::new(leadership, view.clone(), config.state_dir.clone());
         let generation = nodes.last_generation() + 1;
-        let (ended, nodes) =
+        let (ended, nodes, why) =
             control(config, sources, nodes, generation, Some("leader"), &mut shutdown).await?;
         sources = ended;
-        match nodes {
-            // Shut down: hand the lead over at once.
-            None => return Ok(()),
-            Some(nodes) => {
-                warn!("lead lost; standing by");
-                nodes.resign().await;
-            }
+        // Either way the lead goes at once, not when the lease runs out.
+        nodes.resign().await;
+        if why == Ended::Shutdown {
+            return Ok(());
         }
+        warn!("lead lost; standing by");
     }
 }
 
@@ -202,8 +200,17 @@ fn write_standby_status(config: &DaemonConfig, name: &str) {
     }
 }
 
+/// Why the controller loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    Shutdown,
+    /// The nodes said this controller must stop driving them (it lost the lead).
+    MustStop,
+}
+
 /// The controller loop: watch the intent and the nodes' readings, compile, publish. Returns
-/// at shutdown (the nodes then `None`), or when `nodes` must stop (they are handed back).
+/// at shutdown, or when `nodes` must stop; the nodes are handed back either way. A publish
+/// that fails (the store unreachable) is tried again every poll.
 async fn control<N: Nodes>(
     config: &DaemonConfig,
     sources: Sources,
@@ -211,7 +218,7 @@ async fn control<N: Nodes>(
     first_generation: u64,
     role: Option<&str>,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
-) -> Result<(Sources, Option<N>)> {
+) -> Result<(Sources, N, Ended)> {
     let Sources { mut intent, mut registry_problems } = sources;
     let mut seen = sources_fingerprint(config);
     let mut generation = first_generation;
@@ -223,8 +230,7 @@ async fn control<N: Nodes>(
     let mut compiler = Compiler::new(intent.clone(), generation)?.with_selector(config.selector);
     compiler.update(&metrics, generation, now_ms())?;
     let mut compiled = compiler.compiled();
-    nodes.publish(&intent, &compiled).await?;
-    info!(generation, "desired states published");
+    let mut unpublished = !publish(&mut nodes, &intent, &compiled).await;
 
     let mut backups_pending = true;
     let mut intent_error: Option<String> = None;
@@ -233,12 +239,14 @@ async fn control<N: Nodes>(
     let mut ticker = tokio::time::interval(config.poll);
     loop {
         tokio::select! {
-            _ = &mut *shutdown => return Ok((Sources { intent, registry_problems }, None)),
+            _ = &mut *shutdown => {
+                return Ok((Sources { intent, registry_problems }, nodes, Ended::Shutdown));
+            }
             _ = ticker.tick() => {}
         }
         if let Some(why) = nodes.must_stop() {
             warn!("{why}");
-            return Ok((Sources { intent, registry_problems }, Some(nodes)));
+            return Ok((Sources { intent, registry_problems }, nodes, Ended::MustStop));
         }
         let mut changed = false;
         let now_seen = sources_fingerprint(config);
@@ -316,7 +324,7 @@ async fn control<N: Nodes>(
         if changed {
             generation += 1;
             compiled = compiler.compiled();
-            nodes.publish(&intent, &compiled).await?;
+            unpublished = true;
             backups_pending = true;
         }
         if backups_pending {
@@ -327,7 +335,7 @@ async fn control<N: Nodes>(
                     if !changed_nodes.is_empty() {
                         generation += 1;
                         compiled = compiler.compiled();
-                        nodes.publish(&intent, &compiled).await?;
+                        unpublished = true;
                     }
                 }
                 Err(e) => {
@@ -337,6 +345,9 @@ async fn control<N: Nodes>(
                 }
             }
             compiled.decisions = compiler.decisions();
+        }
+        if unpublished {
+            unpublished = !publish(&mut nodes, &intent, &compiled).await;
         }
         if let Some(path) = &config.status_file {
             let status = Status {
@@ -356,6 +367,21 @@ async fn control<N: Nodes>(
                     .with_context(|| format!("writing {}", path.display()))?;
                 last_status = status;
             }
+        }
+    }
+}
+
+/// Hands the nodes `compiled`; false (logged) if that failed and must be tried again.
+async fn publish(nodes: &mut impl Nodes, intent: &Intent, compiled: &Compiled) -> bool {
+    let generation = compiled.nodes.values().map(|n| n.generation).max().unwrap_or(0);
+    match nodes.publish(intent, compiled).await {
+        Ok(()) => {
+            info!(generation, "desired states published");
+            true
+        }
+        Err(e) => {
+            error!(generation, error = %format!("{e:#}"), "publishing failed; trying again");
+            false
         }
     }
 }
