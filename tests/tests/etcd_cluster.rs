@@ -227,6 +227,24 @@ fn controllers_fail_over_and_cut_off_agents_keep_forwarding_then_converge() {
             && nodes.iter().all(|n| applied(s, n))
     });
 
+    // Steady state: how often the store is written (reports are dampened).
+    let revision = || {
+        rt.block_on(async {
+            let client = etcd.config("root").connect().await.unwrap();
+            let got = client.kv_client().get("/", None).await.unwrap();
+            got.header().unwrap().revision()
+        })
+    };
+    let (r0, t0) = (revision(), Instant::now());
+    std::thread::sleep(Duration::from_secs(5));
+    let writes = revision() - r0;
+    println!(
+        "steady state under the stream: {writes} writes in {:.1} s for {} nodes ({:.2} per node per second)",
+        t0.elapsed().as_secs_f64(),
+        nodes.len(),
+        writes as f64 / t0.elapsed().as_secs_f64() / nodes.len() as f64
+    );
+
     // etcd restarts: nothing new for any node, nothing lost.
     let generations = |s: &Value| -> Vec<Value> {
         nodes.iter().map(|n| node(s, n)["applied_generation"].clone()).collect()

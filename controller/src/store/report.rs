@@ -42,10 +42,12 @@ pub fn worth_writing(old: Option<&NodeReport>, new: &NodeReport) -> bool {
         || affinity_moved(old.affinity, new.affinity)
 }
 
-/// Anything but the health probes' round trips, which move only past the time threshold.
+/// Anything but the health probes' round trips, which move only past the time threshold,
+/// and the heartbeat (the lease says the agent is alive).
 fn status_moved(old: &AgentStatus, new: &AgentStatus) -> bool {
     let without_rtts = |s: &AgentStatus| {
         let mut s = s.clone();
+        s.heartbeat = None;
         if let Some(h) = &mut s.health {
             h.paths.iter_mut().for_each(|p| p.rtt_ms = None);
         }
@@ -57,8 +59,10 @@ fn status_moved(old: &AgentStatus, new: &AgentStatus) -> bool {
     let rtts = |s: &AgentStatus| -> Vec<Option<f64>> {
         s.health.iter().flat_map(|h| h.paths.iter().map(|p| p.rtt_ms)).collect()
     };
+    // Shown in the status only (the verdicts act): rounded to the millisecond, they flicker
+    // by 1 ms, so they must move by max(2 ms, 20 %).
     rtts(old).into_iter().zip(rtts(new)).any(|pair| match pair {
-        (Some(a), Some(b)) => time_moved(a, b),
+        (Some(a), Some(b)) => (a - b).abs() > 2.0_f64.max(0.2 * a.abs()),
         (a, b) => a.is_some() != b.is_some(),
     })
 }
@@ -69,7 +73,8 @@ fn links_moved(old: &[(usize, Snapshot)], new: &[(usize, Snapshot)]) -> bool {
             ka != kb
                 || a.stale != b.stale
                 || a.down != b.down
-                || (a.loss - b.loss).abs() >= 0.1
+                // Loss is shown, not acted on: one probe in the 20 of the window is 0.05.
+                || (a.loss - b.loss).abs() >= 0.2
                 || match (a.rtt_ms, b.rtt_ms) {
                     (Some(x), Some(y)) => time_moved(x / 2.0, y / 2.0),
                     (x, y) => x.is_some() != y.is_some(),
@@ -158,6 +163,9 @@ mod tests {
         let mut stale = old.clone();
         stale.links[0].1.stale = true;
         assert!(worth_writing(Some(&old), &stale), "a link gone stale");
+        let mut beating = old.clone();
+        beating.status.heartbeat = Some(std::time::Instant::now());
+        assert!(!worth_writing(Some(&old), &beating), "a heartbeat");
         let mut applied = old.clone();
         applied.status.applied_generation = Some(7);
         assert!(worth_writing(Some(&old), &applied), "a new state applied");
@@ -180,7 +188,7 @@ mod tests {
             r
         };
         let old = with_health(true, 6.0);
-        assert!(!worth_writing(Some(&old), &with_health(true, 6.5)));
+        assert!(!worth_writing(Some(&old), &with_health(true, 7.0)), "a 1 ms flicker");
         assert!(worth_writing(Some(&old), &with_health(true, 12.0)));
         assert!(worth_writing(Some(&old), &with_health(false, 6.0)));
     }
