@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
@@ -26,7 +27,7 @@ use crate::{
 };
 
 /// An agent silent for this long (no heartbeat) is reported dead.
-const AGENT_SILENCE: Duration = Duration::from_secs(2);
+pub(crate) const AGENT_SILENCE: Duration = Duration::from_secs(2);
 
 /// Time per poll spent on disjoint backup paths (they do not hold back the weights).
 const BACKUP_BUDGET: Duration = Duration::from_millis(20);
@@ -48,6 +49,10 @@ pub struct DaemonConfig {
     pub selector: Selector,
     /// Pods the CNI plugin registered, merged into the intent ([`crate::registry`]).
     pub registry: Option<PathBuf>,
+    /// The local API's Unix socket (`catsctl`), if any ([`crate::api`]).
+    pub api_socket: Option<PathBuf>,
+    /// Where to serve `GET /metrics` (Prometheus), if anywhere ([`crate::metrics_endpoint`]).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// What the daemon reports in its status file.
@@ -162,6 +167,14 @@ pub async fn run(
         statuses.insert(node.clone(), status);
     }
     info!(nodes = ?served, generation, "controller started");
+    let observers = {
+        let (bpffs, scope) =
+            (config.bpffs.clone(), config.netns_prefix.clone().unwrap_or_default());
+        let pins_of: crate::api::PinsOf =
+            Arc::new(move |node: &str| paths::node_pins(&bpffs, &scope, node));
+        crate::api::Observers::start(config.api_socket.as_deref(), config.metrics_listen, pins_of)
+            .await?
+    };
 
     let mut backups_pending = true;
     let mut counters = {
@@ -297,6 +310,18 @@ pub async fn run(
                     .with_context(|| format!("writing {}", path.display()))?;
                 last_status = status;
             }
+        }
+        if let Some(observers) = &observers {
+            observers.publish(crate::api::DaemonView::new(
+                generation,
+                (intent_error.as_deref(), compile_error.as_deref()),
+                |n| store.generation(n),
+                &statuses,
+                &intent,
+                &compiled,
+                &gathered.report,
+                &affinity,
+            ));
         }
     }
     info!("controller stopping; pinned programs and maps keep forwarding");

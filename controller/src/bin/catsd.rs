@@ -61,6 +61,16 @@ enum Command {
         /// Where the CNI plugin (`cats-cni`) registers pods; they are merged into the intent.
         #[arg(long, default_value = registry::DEFAULT_REGISTRY_DIR)]
         registry: PathBuf,
+        /// The local API's Unix socket, for `catsctl`.
+        #[arg(long, default_value = cats_controller::api::DEFAULT_API_SOCKET)]
+        api_socket: PathBuf,
+        /// No local API socket.
+        #[arg(long, conflicts_with = "api_socket")]
+        no_api: bool,
+        /// Serve Prometheus metrics (OpenMetrics text, GET /metrics) on this address, e.g.
+        /// 127.0.0.1:9464 [default: off].
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Validate an intent directory; errors name file, line and field.
     Validate { dir: PathBuf },
@@ -155,6 +165,9 @@ fn run(cli: Cli) -> Result<()> {
             state_dir,
             selector,
             registry,
+            api_socket,
+            no_api,
+            metrics_listen,
         } => {
             let config = DaemonConfig {
                 intent_dir: intent,
@@ -167,6 +180,8 @@ fn run(cli: Cli) -> Result<()> {
                 state_dir: Some(state_dir),
                 selector,
                 registry: Some(registry),
+                api_socket: (!no_api).then_some(api_socket),
+                metrics_listen,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))
