@@ -1,5 +1,6 @@
-//! The Prometheus endpoint (`catsd run --metrics-listen ADDR`, `GET /metrics`, OpenMetrics
-//! text).
+//! The Prometheus endpoint (`catsd run --metrics-listen ADDR`, `GET /metrics`): OpenMetrics
+//! text, or the Prometheus text format 0.0.4 to a client whose `Accept` asks for `text/plain`
+//! and not for OpenMetrics (what Prometheus itself sends prefers OpenMetrics).
 //!
 //! Counters of the dataplane (packets and bytes steered, drops by reason, events, failovers,
 //! affinity pins) are read from the nodes' pinned per-CPU maps at scrape time, summed over
@@ -31,6 +32,26 @@ use crate::{
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Which text format to answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+}
+
+impl Format {
+    /// From the request's `Accept` header: OpenMetrics unless only `text/plain` is asked for.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("text/plain") && !a.contains("openmetrics") => Format::Prometheus,
+            _ => Format::OpenMetrics,
+        }
+    }
+}
 
 /// One sample's labels.
 pub type Labels = Vec<(&'static str, String)>;
@@ -99,16 +120,31 @@ pub fn route(shared: &Shared, req: Request) -> Response {
         c.clone()
     };
     let families = collect(&view, &changes, &readings);
-    Response::text(CONTENT_TYPE, encode(families))
+    match Format::negotiate(req.headers.get("accept").map(String::as_str)) {
+        Format::OpenMetrics => Response::text(CONTENT_TYPE, encode(families)),
+        Format::Prometheus => {
+            Response::text(CONTENT_TYPE_PROMETHEUS, encode_as(families, Format::Prometheus))
+        }
+    }
 }
 
 /// The OpenMetrics text of `families` (ends with `# EOF`).
 pub fn encode(families: Vec<Family>) -> String {
+    encode_as(families, Format::OpenMetrics)
+}
+
+/// The text of `families` in `format`.
+pub fn encode_as(families: Vec<Family>, format: Format) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Families(families)));
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .expect("writing to a String does not fail");
+    match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::Prometheus => {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        }
+    }
+    .expect("writing to a String does not fail");
     out
 }
 
@@ -612,5 +648,20 @@ mod tests {
         assert!(text.contains("# TYPE cats_drops counter\n"), "{text}");
         assert!(text.contains("cats_drops_total{node=\"gw\",reason=\"truncated\"} 3\n"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_text_only_for_clients_that_ask_for_nothing_else() {
+        assert_eq!(Format::negotiate(None), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::OpenMetrics);
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("text/plain; version=0.0.4")), Format::Prometheus);
+        let mut c = Family::new("cats_drops", "Drops.", None, true);
+        c.push(vec![("node", "gw".into())], Value::Counter(3));
+        let text = encode_as(vec![c], Format::Prometheus);
+        assert!(text.contains("# TYPE cats_drops_total counter\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests and the benchmark: packet builders, an independent
 //! encoder of the expected SRv6 encapsulation, BPF_PROG_TEST_RUN plumbing and fixtures.
 
+pub mod bins;
 pub mod cni_runtime;
 pub mod endpoint_fixture;
 pub mod expect;

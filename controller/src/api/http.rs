@@ -19,12 +19,14 @@ const MAX_HEAD: usize = 8 * 1024;
 /// A client that has not sent its request within this is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One request: the method, the path and the decoded query parameters.
+/// One request: the method, the path, the decoded query parameters and the headers (names
+/// in lower case).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
     pub path: String,
     pub query: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
 }
 
 impl Request {
@@ -71,7 +73,7 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Parses a request head (`GET /path?a=b HTTP/1.1` and headers, which are ignored).
+/// Parses a request head (`GET /path?a=b HTTP/1.1` and headers).
 pub fn parse_head(head: &str) -> Result<Request> {
     let line = head.lines().next().context("empty request")?;
     let mut parts = line.split(' ');
@@ -91,7 +93,13 @@ pub fn parse_head(head: &str) -> Result<Request> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(Request { method: method.to_string(), path: percent_decode(path), query })
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Request { method: method.to_string(), path: percent_decode(path), query, headers })
 }
 
 /// `%XX` and `+` decoded; a malformed escape stays as it is.
@@ -324,6 +332,7 @@ mod tests {
         assert_eq!(r.param("service"), Some("plate-recognition"));
         assert_eq!(r.param("limit"), Some("5"));
         assert_eq!(r.param("instance"), None);
+        assert_eq!(r.headers.get("host").map(String::as_str), Some("x"));
         assert!(parse_head("GET /\r\n\r\n").is_err());
         assert!(parse_head("GET / SPDY/3\r\n\r\n").is_err());
     }

@@ -339,7 +339,10 @@ pub fn nodes(view: &DaemonView) -> Vec<NodeView> {
                 last_error: agent.and_then(|a| a.status.last_error.clone()),
                 instances: hosted.filter(|i| i.node == n.name).map(|i| i.name.clone()).collect(),
                 affinity_flows: view.affinity.get(&n.name).map(|a| a.occupancy),
-                affinity_table_size: agent.and_then(|a| a.status.affinity_table_size),
+                // Every agent loads the table; only a headend uses it.
+                affinity_table_size: agent
+                    .filter(|_| n.has_role(Role::Ingress))
+                    .and_then(|a| a.status.affinity_table_size),
             }
         })
         .collect()
