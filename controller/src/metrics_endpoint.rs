@@ -352,6 +352,7 @@ pub fn collect(
         true,
     );
     for (node, r) in readings {
+        let headend = view.states.get(node).and_then(|st| st.headend.as_ref());
         for (reason, v) in &r.drops {
             drops.push(vec![("node", s(node)), ("reason", s(reason.label()))], Value::Counter(*v));
         }
@@ -363,11 +364,12 @@ pub fn collect(
                 Event::FailoverUnavailable => "unavailable",
                 _ => continue,
             };
+            if headend.is_none() {
+                continue;
+            }
             failovers.push(vec![("node", s(node)), ("kind", s(kind))], Value::Counter(*v));
         }
-        let Some(headend) = view.states.get(node).and_then(|st| st.headend.as_ref()) else {
-            continue;
-        };
+        let Some(headend) = headend else { continue };
         for svc in &headend.services {
             if let Some((p, b)) = r.services.get(&svc.slot) {
                 let labels = vec![("node", s(node)), ("service", s(&svc.name))];

@@ -187,8 +187,8 @@ where
     Ok(())
 }
 
-/// Binds a Unix socket at `path`: the directory is made if needed, a stale socket file (no
-/// one answers on it) is replaced, a live one is an error (another daemon runs).
+/// Binds a Unix socket at `path`, mode 0600: the directory is made if needed, a stale socket
+/// file (no one answers on it) is replaced, a live one is an error (another daemon runs).
 pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -200,8 +200,13 @@ pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("API: listening on {}", path.display()))
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("API: listening on {}", path.display()))?;
+    // The flows it lists are clients' addresses: the daemon's user (and root) only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(listener)
 }
 
 /// Serves `listener` until the task is aborted.
