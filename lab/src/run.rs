@@ -110,7 +110,9 @@ pub fn run(lab_file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     let status = daemon.wait_applied(Duration::from_secs(30))?;
     println!("controller: every node applied generation {}", status["generation"]);
     print_decisions(&status);
-    print_how_to_observe(&lab_api_socket(&run_dir));
+    // Where the picture goes: kept after the teardown, unlike the run directory.
+    let graph_dir = std::env::temp_dir().join("cats-lab-graph");
+    print_how_to_observe(&lab_api_socket(&run_dir), &graph_dir);
 
     let (tx, rx) = mpsc::channel::<Seen>();
     let camera_stop = Arc::new(AtomicBool::new(false));
@@ -160,8 +162,7 @@ pub fn run(lab_file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     let names: Vec<String> =
         intent.services.iter().flat_map(|s| s.instances.iter().map(|i| i.name.clone())).collect();
     let result = observe(&scenario, &names, &rx, &stop, &daemon, &mut lab, &intent_dir);
-    // The picture of how the run ended, kept after the teardown.
-    let graph_dir = std::env::temp_dir().join("cats-lab-graph");
+    // The picture of how the run ended.
     match write_graph(&lab_api_socket(&run_dir), &graph_dir) {
         Ok(svg) => println!("picture of the network as the run ended: {}", svg.display()),
         Err(e) => eprintln!("lab: drawing the network: {e:#}"),
@@ -407,7 +408,7 @@ fn catsctl_command() -> String {
 }
 
 /// Says once how to look at the running lab: catsctl on its socket, the metrics endpoint.
-fn print_how_to_observe(socket: &Path) {
+fn print_how_to_observe(socket: &Path, graph_dir: &Path) {
     let get = |path| cats_controller::api::http::get_unix(socket, path, Duration::from_secs(5));
     let status: Option<cats_controller::api::views::StatusView> =
         get("/v1/status").ok().and_then(|b| serde_json::from_slice(&b).ok());
@@ -417,7 +418,8 @@ fn print_how_to_observe(socket: &Path) {
         "  {catsctl} instances      (also: status, nodes, services, paths, flows, explain SERVICE)"
     );
     println!(
-        "  {catsctl} graph --out /tmp/cats-lab-graph   (topology.svg: paths in use, latencies, site load)"
+        "  {catsctl} graph --out {}   (topology.svg: paths in use, latencies, site load)",
+        graph_dir.display()
     );
     if let Some(addr) = status.and_then(|s| s.metrics_listen) {
         println!("  curl http://{addr}/metrics");

@@ -109,8 +109,12 @@ fn send_flow(sock: &UdpSocket, flow: u64, requests: u64) -> (String, u64) {
 
 #[test]
 fn metrics_account_for_every_packet_sent_per_service_and_instance() {
-    // No health probes: they are encapsulated by the agent, not counted by the headend, but
-    // this test counts everything the instances see too.
+    // What the headend counts: packets that enter its interface (`cams`, the client LAN) for
+    // a service and leave encapsulated. The test's requests are the only such packets: link
+    // probes go between routers, and health probes are built whole by gw's agent and sent on
+    // a raw socket, past the headend. They are off all the same, so that nothing else
+    // reaches the instances either. Each datagram sent counts, retransmissions included (a
+    // lost first request was steered too); a steered packet's bytes are its inner IP length.
     let env = LabEnv::start(|dir| {
         let policy = std::fs::read_to_string(dir.join("policy.yaml"))?;
         std::fs::write(dir.join("policy.yaml"), without_health_probes(&policy))?;
