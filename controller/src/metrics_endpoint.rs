@@ -666,4 +666,27 @@ mod tests {
         assert!(text.contains("# TYPE cats_drops_total counter\n"), "{text}");
         assert!(!text.contains("# EOF"), "{text}");
     }
+
+    fn reading(pinned: u64, evictions: u64) -> BTreeMap<String, NodeReadings> {
+        let r = NodeReadings {
+            events: vec![(Event::AffinityPinned, pinned)],
+            affinity_evictions: Some(evictions),
+            ..Default::default()
+        };
+        BTreeMap::from([("gw".to_string(), r)])
+    }
+
+    #[test]
+    fn evictions_never_go_down_until_the_table_is_new() {
+        let mut c = Changes::default();
+        c.clamp_evictions(&reading(100, 5));
+        // Read while pins were added: the approximation dips; the counter does not.
+        c.clamp_evictions(&reading(110, 3));
+        assert_eq!(c.evictions["gw"], (110, 5));
+        c.clamp_evictions(&reading(120, 9));
+        assert_eq!(c.evictions["gw"], (120, 9));
+        // A new table (the pins counter restarted): so does the evictions counter.
+        c.clamp_evictions(&reading(4, 0));
+        assert_eq!(c.evictions["gw"], (4, 0));
+    }
 }

@@ -261,3 +261,67 @@ impl Drop for Observers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        compile::select::Decision,
+        state::{HeadendState, InstanceState},
+    };
+
+    fn view(weights: &[(&str, u32)], segments: &[(&str, &str)]) -> DaemonView {
+        let decisions = weights
+            .iter()
+            .map(|(i, w)| Decision { instance: i.to_string(), weight: *w, ..Default::default() })
+            .collect();
+        let instances = segments
+            .iter()
+            .enumerate()
+            .map(|(slot, (name, sid))| InstanceState {
+                name: name.to_string(),
+                slot: slot as u32,
+                service: "s".into(),
+                cs_id: 1,
+                instance_id: slot as u32 + 1,
+                segments: vec![sid.parse().unwrap()],
+                alternate_segments: Vec::new(),
+                backup_slot: None,
+            })
+            .collect();
+        let headend = HeadendState {
+            interfaces: Vec::new(),
+            encap_source: "fc00:0:1::1".parse().unwrap(),
+            services: Vec::new(),
+            instances,
+            affinity_table_size: 1024,
+        };
+        let gw = NodeState { node: "gw".into(), headend: Some(headend), ..Default::default() };
+        DaemonView {
+            decisions: vec![ServiceDecisions {
+                service: "s".into(),
+                ingress: "gw".into(),
+                decisions,
+            }],
+            states: BTreeMap::from([("gw".to_string(), gw)]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn changes_count_polls_that_moved_weights_or_segment_lists() {
+        let mut c = Changes::default();
+        let key = ("gw".to_string(), "s".to_string());
+        let path = |i: &str| ("gw".to_string(), "s".to_string(), i.to_string());
+        c.observe(&view(&[("a", 500), ("b", 500)], &[("a", "fc00:0:3:4001::1")]));
+        assert_eq!(c.selection[&key], 0, "the first view is the start");
+        c.observe(&view(&[("a", 500), ("b", 500)], &[("a", "fc00:0:3:4001::1")]));
+        assert_eq!(c.selection[&key], 0);
+        c.observe(&view(&[("a", 0), ("b", 1000)], &[("a", "fc00:0:3:4001::1")]));
+        c.observe(&view(&[("a", 0), ("b", 1000)], &[("a", "fc00:0:4:4001::1")]));
+        assert_eq!(c.selection[&key], 1);
+        assert_eq!(c.paths[&path("a")], 1);
+        c.observe(&view(&[("a", 1000), ("b", 0)], &[("a", "fc00:0:3:4001::1")]));
+        assert_eq!((c.selection[&key], c.paths[&path("a")]), (2, 2));
+    }
+}
