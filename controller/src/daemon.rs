@@ -3,7 +3,9 @@
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -17,7 +19,7 @@ use crate::{
     intent::{self, Intent},
     measure::{self, Gathered, MetricsReport},
     nodes::{NodeStatus, Nodes, local::LocalNodes, remote::RemoteNodes},
-    registry,
+    paths, registry,
     store::etcd::{EtcdConfig, controller as etcd_controller},
 };
 
@@ -43,6 +45,10 @@ pub struct DaemonConfig {
     pub registry: Option<PathBuf>,
     /// How the controller reaches the agents.
     pub store: StoreChoice,
+    /// The local API's Unix socket (`catsctl`), if any ([`crate::api`]).
+    pub api_socket: Option<PathBuf>,
+    /// Where to serve `GET /metrics` (Prometheus), if anywhere ([`crate::metrics_endpoint`]).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How the controller reaches the agents.
@@ -117,6 +123,15 @@ pub async fn run(
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     report_registry(&registry_problems);
     let sources = Sources { intent, registry_problems };
+    let observers = {
+        let (bpffs, scope) =
+            (config.bpffs.clone(), config.netns_prefix.clone().unwrap_or_default());
+        let pins_of: crate::api::PinsOf =
+            Arc::new(move |node: &str| paths::node_pins(&bpffs, &scope, node));
+        crate::api::Observers::start(config.api_socket.as_deref(), config.metrics_listen, pins_of)
+            .await?
+    };
+    let observers = observers.as_ref();
     match config.store.clone() {
         StoreChoice::Embedded => {
             ensure_bpffs(&config.bpffs)?;
@@ -124,10 +139,11 @@ pub async fn run(
             let nodes = LocalNodes::start(&config, &sources.intent, &served)?;
             info!(nodes = ?served, "controller started");
             tokio::pin!(shutdown);
-            control(&config, sources, nodes, 1, None, &mut shutdown).await?;
+            let lead = Lead { first_generation: 1, role: None, observers };
+            control(&config, sources, nodes, lead, &mut shutdown).await?;
         }
         StoreChoice::Etcd { etcd, name } => {
-            lead_when_elected(&config, sources, &etcd, &name, shutdown).await?
+            lead_when_elected(&config, sources, (&etcd, &name), observers, shutdown).await?
         }
     }
     info!("controller stopping; pinned programs and maps keep forwarding");
@@ -157,8 +173,8 @@ fn served_nodes(config: &DaemonConfig, intent: &Intent) -> Result<Vec<String>> {
 async fn lead_when_elected(
     config: &DaemonConfig,
     mut sources: Sources,
-    etcd: &EtcdConfig,
-    name: &str,
+    (etcd, name): (&EtcdConfig, &str),
+    observers: Option<&crate::api::Observers>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     tokio::pin!(shutdown);
@@ -178,9 +194,9 @@ async fn lead_when_elected(
             }
         };
         let nodes = RemoteNodes::new(leadership, view.clone(), config.state_dir.clone());
-        let generation = nodes.last_generation() + 1;
-        let (ended, nodes, why) =
-            control(config, sources, nodes, generation, Some("leader"), &mut shutdown).await?;
+        let lead =
+            Lead { first_generation: nodes.last_generation() + 1, role: Some("leader"), observers };
+        let (ended, nodes, why) = control(config, sources, nodes, lead, &mut shutdown).await?;
         sources = ended;
         // Either way the lead goes at once, not when the lease runs out.
         nodes.resign().await;
@@ -200,6 +216,16 @@ fn write_standby_status(config: &DaemonConfig, name: &str) {
     }
 }
 
+/// How the controller loop starts and whom it tells.
+struct Lead<'o> {
+    /// The generation of the first compile.
+    first_generation: u64,
+    /// This controller's part, for the status (`None` without etcd).
+    role: Option<&'static str>,
+    /// The local API and the metrics endpoint, handed each poll's view.
+    observers: Option<&'o crate::api::Observers>,
+}
+
 /// Why the controller loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ended {
@@ -215,12 +241,12 @@ async fn control<N: Nodes>(
     config: &DaemonConfig,
     sources: Sources,
     mut nodes: N,
-    first_generation: u64,
-    role: Option<&str>,
+    lead: Lead<'_>,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> Result<(Sources, N, Ended)> {
     let Sources { mut intent, mut registry_problems } = sources;
     let mut seen = sources_fingerprint(config);
+    let Lead { first_generation, role, observers } = lead;
     let mut generation = first_generation;
     let mut observed = nodes.observe(&intent, &Compiled::default());
     let mut metrics = observed.gathered.metrics.clone();
@@ -367,6 +393,17 @@ async fn control<N: Nodes>(
                     .with_context(|| format!("writing {}", path.display()))?;
                 last_status = status;
             }
+        }
+        if let Some(observers) = observers {
+            observers.publish(crate::api::DaemonView::new(
+                generation,
+                (intent_error.as_deref(), compile_error.as_deref()),
+                &observed.nodes,
+                &intent,
+                &compiled,
+                &observed.gathered.report,
+                &observed.affinity,
+            ));
         }
     }
 }

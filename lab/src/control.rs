@@ -123,7 +123,15 @@ pub fn daemon_config(
         selector: Default::default(),
         registry: Some(lab_registry(run_dir)),
         store: Default::default(),
+        api_socket: Some(lab_api_socket(run_dir)),
+        // Any free port: `catsctl status` (or the API's /v1/status) says which.
+        metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
     }
+}
+
+/// The daemon's API socket in a lab: `<run_dir>/catsd.sock`.
+pub fn lab_api_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("catsd.sock")
 }
 
 /// Where pods attached to a lab's nodes by the CNI plugin are registered: `<run_dir>/pods`.

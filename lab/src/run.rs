@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::{
     client::{ClientConfig, ClientEvent, run_client},
-    control::{Daemon, daemon_config, remove_lab_pins, start_instances},
+    control::{Daemon, daemon_config, lab_api_socket, remove_lab_pins, start_instances},
     netns::unique_name,
     network::LabNetwork,
     scenario::{self, Event, Scenario},
@@ -110,6 +110,9 @@ pub fn run(lab_file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     let status = daemon.wait_applied(Duration::from_secs(30))?;
     println!("controller: every node applied generation {}", status["generation"]);
     print_decisions(&status);
+    // Where the picture goes: kept after the teardown, unlike the run directory.
+    let graph_dir = std::env::temp_dir().join("cats-lab-graph");
+    print_how_to_observe(&lab_api_socket(&run_dir), &graph_dir);
 
     let (tx, rx) = mpsc::channel::<Seen>();
     let camera_stop = Arc::new(AtomicBool::new(false));
@@ -159,6 +162,11 @@ pub fn run(lab_file: &Path, stop: Arc<AtomicBool>) -> Result<()> {
     let names: Vec<String> =
         intent.services.iter().flat_map(|s| s.instances.iter().map(|i| i.name.clone())).collect();
     let result = observe(&scenario, &names, &rx, &stop, &daemon, &mut lab, &intent_dir);
+    // The picture of how the run ended.
+    match write_graph(&lab_api_socket(&run_dir), &graph_dir) {
+        Ok(svg) => println!("picture of the network as the run ended: {}", svg.display()),
+        Err(e) => eprintln!("lab: drawing the network: {e:#}"),
+    }
 
     camera_stop.store(true, Ordering::Relaxed);
     for cam in cameras {
@@ -388,6 +396,43 @@ fn print_decisions(status: &Value) {
             );
         }
     }
+}
+
+/// Where catsctl is: next to this binary when it was built with it, else on the `PATH`.
+fn catsctl_command() -> String {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("catsctl"))
+        .filter(|p| p.exists())
+        .map_or_else(|| "catsctl".to_string(), |p| p.display().to_string())
+}
+
+/// Says once how to look at the running lab: catsctl on its socket, the metrics endpoint.
+fn print_how_to_observe(socket: &Path, graph_dir: &Path) {
+    let get = |path| cats_controller::api::http::get_unix(socket, path, Duration::from_secs(5));
+    let status: Option<cats_controller::api::views::StatusView> =
+        get("/v1/status").ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let catsctl = format!("{} --socket {}", catsctl_command(), socket.display());
+    println!("observe it while it runs (another terminal):");
+    println!(
+        "  {catsctl} instances      (also: status, nodes, services, paths, flows, explain SERVICE)"
+    );
+    println!(
+        "  {catsctl} graph --out {}   (topology.svg: paths in use, latencies, site load)",
+        graph_dir.display()
+    );
+    if let Some(addr) = status.and_then(|s| s.metrics_listen) {
+        println!("  curl http://{addr}/metrics");
+    }
+}
+
+/// Draws the network through the daemon's API into `dir`; returns the SVG's path.
+fn write_graph(socket: &Path, dir: &Path) -> Result<PathBuf> {
+    let body =
+        cats_controller::api::http::get_unix(socket, "/v1/topology", Duration::from_secs(5))?;
+    let topology = serde_json::from_slice(&body)?;
+    let (_, svg) = cats_controller::graph::write(dir, &topology)?;
+    Ok(svg)
 }
 
 /// Copies the YAML files of `from` into `to` (created if needed).

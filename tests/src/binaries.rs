@@ -4,17 +4,23 @@
 //! it is up to date), and runs it from there.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
+    sync::Mutex,
 };
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").into()
 }
 
-/// `target/<profile>/<bin>` of `package`, built if needed.
+/// `target/<profile>/<bin>` of `package`, built if needed (once per test process).
 pub fn built(package: &str, bin: &str) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.get(bin) {
+        return path.clone();
+    }
     // A test runs as target/<profile>/deps/<test>-<hash>.
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
@@ -32,11 +38,17 @@ pub fn built(package: &str, bin: &str) -> PathBuf {
         .status()
         .unwrap_or_else(|e| panic!("running cargo build for {bin}: {e}"));
     assert!(status.success(), "cargo build of {bin} failed");
-    profile_dir.join(bin)
+    let path = profile_dir.join(bin);
+    built.insert(bin.to_string(), path.clone());
+    path
 }
 
 /// The catsd binary of this build.
-pub fn catsd() -> &'static Path {
-    static CATSD: OnceLock<PathBuf> = OnceLock::new();
-    CATSD.get_or_init(|| built("cats-controller", "catsd"))
+pub fn catsd() -> PathBuf {
+    built("cats-controller", "catsd")
+}
+
+/// The catsctl binary of this build.
+pub fn catsctl() -> PathBuf {
+    built("cats-controller", "catsctl")
 }

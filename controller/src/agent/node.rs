@@ -177,6 +177,7 @@ async fn first_state(desired: &mut Watch) -> Option<Arc<NodeState>> {
 /// interfaces of registered pods: their links belong to the CNI plugin, which attaches them
 /// on ADD and removes them on DEL, so they are never detached here, and a pod that is
 /// already gone (its interface with it) does not fail the node.
+#[tracing::instrument(name = "apply", skip_all, fields(node = %state.node, generation = state.generation))]
 async fn apply(
     kernel: &Kernel,
     dataplane: &mut Dataplane,

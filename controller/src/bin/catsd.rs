@@ -65,6 +65,16 @@ enum Command {
         /// Where the CNI plugin (`cats-cni`) registers pods; they are merged into the intent.
         #[arg(long, default_value = registry::DEFAULT_REGISTRY_DIR)]
         registry: PathBuf,
+        /// The local API's Unix socket, for `catsctl`.
+        #[arg(long, default_value = cats_controller::api::DEFAULT_API_SOCKET)]
+        api_socket: PathBuf,
+        /// No local API socket.
+        #[arg(long, conflicts_with = "api_socket")]
+        no_api: bool,
+        /// Serve Prometheus metrics (OpenMetrics text, GET /metrics) on this address, e.g.
+        /// 127.0.0.1:9464 [default: off].
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// With `--etcd`: steer agents elsewhere (`catsd agent`) through etcd, leading when
         /// elected; no agent runs in this process.
         #[command(flatten)]
@@ -257,6 +267,9 @@ fn run(cli: Cli) -> Result<()> {
             registry,
             etcd,
             name,
+            api_socket,
+            no_api,
+            metrics_listen,
         } => {
             let store = match etcd.config() {
                 Some(etcd) => {
@@ -280,6 +293,8 @@ fn run(cli: Cli) -> Result<()> {
                 selector,
                 registry: Some(registry),
                 store,
+                api_socket: (!no_api).then_some(api_socket),
+                metrics_listen,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))

@@ -243,6 +243,7 @@ impl Compiler {
     /// 10,000 nodes), so the daemon spreads them over its polls instead of delaying the
     /// weights. Returns whether any is still missing, and the nodes whose state changed
     /// (stamped with `generation`).
+    #[tracing::instrument(name = "backups", level = "debug", skip_all, fields(generation = generation))]
     pub fn fill_backups(
         &mut self,
         budget: Duration,
@@ -312,6 +313,7 @@ impl Compiler {
 
     /// Applies `metrics`: re-selects what they affect and returns the nodes whose state
     /// changed (stamped with `generation`). `now_ms` is any monotonic clock, for hold-down.
+    #[tracing::instrument(name = "compile", level = "debug", skip_all, fields(generation = generation))]
     pub fn update(
         &mut self,
         metrics: &Metrics,
@@ -368,7 +370,9 @@ impl Compiler {
             touched.insert(st.ingress);
         }
 
-        self.reassemble(touched, generation)
+        let changed = self.reassemble(touched, generation)?;
+        tracing::debug!(services = dirty.len(), links_changed, ?changed, "compiled");
+        Ok(changed)
     }
 
     /// Re-assembles the headends of `ingresses` and returns the nodes whose state changed.
