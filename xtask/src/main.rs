@@ -59,8 +59,9 @@ enum Task {
     /// then the steering-quality simulation (`cats-bench --steering`, no root needed) and, as
     /// root, the metric-to-map propagation in the lab (`cats-bench --propagation`) and the
     /// steering comparison in the lab (`cats-bench --steering-lab`, a few minutes) and the
-    /// failover times (`cats-bench --failover`, a few minutes), unless the arguments already
-    /// ask for one of them.
+    /// failover times (`cats-bench --failover`, a few minutes) and the propagation of desired
+    /// states through etcd (`cats-bench --etcd`, about 2 minutes), unless the arguments
+    /// already ask for one of them.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -114,8 +115,15 @@ fn run(cli: Cli) -> Result<()> {
             let bench = release_bin(&root, "cats-bench");
             foreground::run(Command::new(&bench).args(&args))?;
             let asked = |flag: &str| args.iter().any(|a| a == flag);
-            let modes =
-                ["--steering", "--propagation", "--steering-lab", "--failover", "--help", "-h"];
+            let modes = [
+                "--steering",
+                "--propagation",
+                "--steering-lab",
+                "--failover",
+                "--etcd",
+                "--help",
+                "-h",
+            ];
             if modes.into_iter().any(asked) {
                 return Ok(());
             }
@@ -126,11 +134,13 @@ fn run(cli: Cli) -> Result<()> {
                 // The steering comparison for real, a fresh lab per selector and load.
                 foreground::run(Command::new(&bench).arg("--steering-lab"))?;
                 // Failover time per failure kind and health setting.
-                foreground::run(Command::new(&bench).arg("--failover"))
+                foreground::run(Command::new(&bench).arg("--failover"))?;
+                // Desired states through etcd: simulated watchers and real agents in a lab.
+                foreground::run(Command::new(&bench).arg("--etcd"))
             } else {
                 eprintln!(
                     "xtask: not root: skipping `cats-bench --propagation`, \
-                     `--steering-lab` and `--failover` (they run labs)"
+                     `--steering-lab`, `--failover` and `--etcd` (they run labs)"
                 );
                 Ok(())
             }

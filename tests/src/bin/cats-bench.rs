@@ -36,6 +36,10 @@
 //! `--steering-lab` instead runs the comparison of `--steering` for real: the example lab
 //! with a fresh daemon per selector (cats' and the baselines) and load, cameras sending at 50,
 //! 80 and 95 % of the instances' capacity (see `bench/steering_lab.rs`).
+//!
+//! `--etcd` instead times desired states on their way through a real etcd: to 1,000 simulated
+//! watchers (one TLS connection each), and from an intent change to the applied state of 10
+//! real `catsd agent` processes in a lab (see `bench/etcd_propagation.rs`).
 
 #[path = "../bench/cases.rs"]
 mod cases;
@@ -43,6 +47,8 @@ mod cases;
 mod compile_scale;
 #[path = "../bench/endpoint.rs"]
 mod endpoint;
+#[path = "../bench/etcd_propagation.rs"]
+mod etcd_propagation;
 #[path = "../bench/failover.rs"]
 mod failover;
 #[path = "../bench/flags.rs"]
@@ -75,6 +81,7 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
        cats-bench --steering-lab [--requests N] [--load LIST] [--warmup-s N] [--selector LIST]
                                  [--verbose]
        cats-bench --failover [--runs N] [--settings LIST]
+       cats-bench --etcd [--rounds N] [--watchers N]
 
   --repeat N   runs per BPF_PROG_TEST_RUN call for frames the program leaves unchanged
                (default 1000000)
@@ -97,6 +104,11 @@ usage: cats-bench [--repeat N] [--calls N] [--rounds N]
   --failover   instead: in the example lab, failover time and lost requests when an
                instance, a link or a node fails, per health setting (about 3 minutes);
                `cats-bench --failover --help`
+  --etcd       instead: through a real etcd (TLS, client certificates), the time from a
+               published change to 1,000 simulated watchers (one node's, and all of them),
+               and from an intent change to the applied state of 10 real agents in a lab,
+               against one plain put -> watch round trip (about 2 minutes);
+               `cats-bench --etcd --help`
 
 Must run as root (except --steering): it creates (and removes) its own network namespaces.";
 
@@ -224,6 +236,24 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cats-bench --failover: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.iter().any(|a| a == "--etcd") {
+        let args = argv.into_iter().filter(|a| a != "--etcd");
+        let options = match etcd_propagation::Options::parse(args) {
+            Ok(Some(options)) => options,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cats-bench --etcd: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        return match etcd_propagation::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cats-bench --etcd: error: {e:#}");
                 ExitCode::FAILURE
             }
         };
