@@ -90,6 +90,7 @@ fn controller(env: &LabEnv, etcd: &EtcdServer, name: &str) -> (Catsd, PathBuf) {
         ("--status-file", status.clone()),
         ("--state-dir", env.run_dir.join(format!("{name}-state"))),
         ("--registry", env.run_dir.join("pods")),
+        ("--api-socket", env.run_dir.join(format!("{name}.sock"))),
     ] {
         args.push(flag.into());
         args.push(value.display().to_string());
