@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub pins: PathBuf,
     /// The CNI plugin's pod registry: the links it pinned for registered pods are kept.
     pub registry: Option<PathBuf>,
+    /// Told after every apply (a remote agent reports at once instead of at its next read).
+    pub applied: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What an agent last did, for status output.
@@ -142,6 +144,10 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
                         s.applied_generation = Some(state.generation);
                         s.attached = attached;
                         s.last_error = None;
+                        drop(s);
+                        if let Some(applied) = &config.applied {
+                            applied.notify_one();
+                        }
                     }
                     Err(e) => {
                         let msg = format!("{e:#}");

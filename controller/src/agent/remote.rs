@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// How often the agent reads its measurements (what it writes is dampened).
-const READ_EVERY: Duration = Duration::from_millis(200);
+const READ_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub struct RemoteAgentConfig {
@@ -63,12 +63,14 @@ pub async fn run(config: RemoteAgentConfig, shutdown: impl Future<Output = ()>) 
     let pins = paths::node_pins(&config.bpffs, scope, &node);
     let (state_tx, state_rx) = watch::channel(None::<Arc<NodeState>>);
     let status: SharedStatus = Arc::new(Mutex::new(AgentStatus::default()));
+    let applied = Arc::new(tokio::sync::Notify::new());
     node::spawn(
         AgentConfig {
             node: node.clone(),
             netns: paths::node_netns(config.netns_prefix.as_deref(), &node),
             pins: pins.clone(),
             registry: config.registry.clone(),
+            applied: Some(applied.clone()),
         },
         state_rx,
         status.clone(),
@@ -86,6 +88,7 @@ pub async fn run(config: RemoteAgentConfig, shutdown: impl Future<Output = ()>) 
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
             _ = desired.changed() => {}
+            _ = applied.notified() => {}
         }
         let latest = desired.borrow_and_update().clone();
         if let Some(d) = latest

@@ -51,6 +51,7 @@ impl LocalNodes {
                 netns: paths::node_netns(config.netns_prefix.as_deref(), node),
                 pins: paths::node_pins(&config.bpffs, scope, node),
                 registry: config.registry.clone(),
+                applied: None,
             };
             let status: SharedStatus = Arc::new(Mutex::new(AgentStatus::default()));
             node::spawn(agent, store.watch(node), status.clone())?;

@@ -35,8 +35,8 @@
 //! its agent's report said `applied_generation` reached that state's generation. Between
 //! rounds the run waits the policy's hold-down (a weight coming back waits for it; that is
 //! dampening, not propagation). The figure includes the controller's poll (up to 50 ms until
-//! it notices the file), its compile, and the agent's report dampening (it reads its status
-//! every 200 ms and writes at most every 200 ms), so it is an upper bound of "applied".
+//! it notices the file), its compile, and the agent's report (written right after each apply,
+//! but at most every 100 ms), so it is an upper bound of "applied".
 //!
 //! Nothing is asserted on timing; the run fails only if a change never arrives.
 
@@ -171,7 +171,7 @@ pub fn run(o: &Options) -> Result<()> {
     row("  of which intent -> published", &real.published, base, false);
     println!(
         "  controller poll {} ms; {} nodes changed per round (every ingress); applied = the \
-         agent's report (read every 200 ms, written at most every 200 ms)",
+         agent's report (written right after each apply, at most every 100 ms)",
         POLL.as_millis(),
         real.changed
     );

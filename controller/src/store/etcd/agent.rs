@@ -38,7 +38,7 @@ pub struct Desired {
 /// A lease lives this long without a keep-alive: an agent cut off for longer counts as dead.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 /// Reports are written at most this often, however much they move.
-pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(200);
+pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Follows `node`'s desired state into `desired` for ever (a value that does not decode is
 /// logged and skipped: the node keeps its last good state). `connected` tells whether the
