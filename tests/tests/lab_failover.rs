@@ -253,6 +253,8 @@ fn restarting_the_gateway_agent_alone_loses_no_request() {
         let mut c = daemon_config(env.lab(), &env.intent_dir, &env.bpffs, &env.run_dir);
         c.nodes = nodes.iter().map(|n| n.to_string()).collect();
         c.status_file = Some(env.run_dir.join(status));
+        // Each daemon its own API socket (one per daemon, as on real nodes).
+        c.api_socket = Some(env.run_dir.join(format!("{status}.sock")));
         c
     };
     let rest = Daemon::start(config(&["core", "edge1", "edge2", "cloud"], "rest.json")).unwrap();
