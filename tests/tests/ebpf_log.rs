@@ -16,6 +16,9 @@ use cats_tests::{
 
 const CLIENT6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x21);
 
+/// The `log` target of every record (what `RUST_LOG` filters on).
+const TARGET: &str = "cats_dataplane::log";
+
 /// A `log` logger keeping every record's level and message.
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<(log::Level, String)>>>);
@@ -26,6 +29,7 @@ impl log::Log for Capture {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        assert_eq!(record.target(), TARGET);
         self.0.lock().unwrap().push((record.level(), record.args().to_string()));
     }
 
