@@ -1,20 +1,28 @@
-//! The XDP programs' aya-log events (`catsd --ebpf-log`): loaded with logging on, a drop and
-//! a new affinity pin each leave one record naming what happened; loaded as always (off), the
-//! same packets leave none.
+//! The XDP programs' aya-log events (`catsd --ebpf-log`): loaded with logging on, a drop, a
+//! new affinity pin and each failover decision leave one record naming what happened; loaded
+//! as always (off), the same packets leave none.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use cats_common::{counters::DropReason, maps::PROG_HEADEND};
-use cats_controller::{dataplane::Dataplane, netns, state::HeadendState};
+use cats_common::{
+    counters::DropReason,
+    maps::{HEALTH_ALTERNATE_DOWN, HEALTH_PRIMARY_DOWN, PROG_HEADEND},
+};
+use cats_controller::{
+    dataplane::{Dataplane, health::HealthMap},
+    netns,
+    state::HeadendState,
+};
 use cats_tests::{
     fixture::{self, PORT, SERVICE6},
     packets::udp6,
     router::router,
-    xdp::{self, XDP_DROP, XDP_REDIRECT},
+    xdp::{self, XDP_DROP, XDP_PASS, XDP_REDIRECT},
 };
 
 const CLIENT6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x10, 0, 0, 0, 0, 0, 0x21);
+const DOWN: u32 = HEALTH_PRIMARY_DOWN | HEALTH_ALTERNATE_DOWN;
 
 /// The `log` target of every record (what `RUST_LOG` filters on).
 const TARGET: &str = "cats_dataplane::log";
@@ -36,34 +44,49 @@ impl log::Log for Capture {
     fn flush(&self) {}
 }
 
-/// Runs one service frame through a private headend with `state`, loaded with logging
-/// `on` or off, and returns its verdict and the records it left.
-fn run(state: HeadendState, on: bool) -> (u32, Vec<(log::Level, String)>) {
+/// Loads a private headend with `state`, logging `on` or off, and runs `f` on it (with the
+/// prober's health map) in the router namespace: the records its packets left.
+fn logged(
+    state: HeadendState,
+    on: bool,
+    f: impl FnOnce(&mut Dataplane, &mut HealthMap) -> Result<()> + Send + 'static,
+) -> Vec<(log::Level, String)> {
     let r = router().unwrap();
     netns::run_in(&r.ns.path(), move || {
         let mut dp = Dataplane::load_logging(None, 1024, on)?;
         dp.apply_headend(&state)?;
+        let mut health = HealthMap::take(&mut dp)?;
         let capture = Capture::default();
         let mut logger = aya_log::EbpfLogger::init_with_logger(dp.ebpf_mut(), capture.clone())?;
-        let frame = udp6(CLIENT6, SERVICE6, 40000, PORT, 64, b"x");
-        let action = xdp::run(&mut dp, PROG_HEADEND, &frame)?.action;
+        f(&mut dp, &mut health)?;
         logger.flush();
         let records = capture.0.lock().unwrap().clone();
-        Ok::<_, anyhow::Error>((action, records))
+        Ok(records)
     })
     .unwrap()
+}
+
+/// Sends one request of flow `sport` through the headend and checks its verdict.
+fn send(dp: &mut Dataplane, sport: u16, verdict: u32) -> Result<()> {
+    let frame = udp6(CLIENT6, SERVICE6, sport, PORT, 64, b"x");
+    assert_eq!(xdp::run(dp, PROG_HEADEND, &frame)?.action, verdict, "flow {sport}");
+    Ok(())
+}
+
+/// Runs one service frame through a private headend with `state`, loaded with logging
+/// `on` or off, and returns the records it left after checking its verdict.
+fn run(state: HeadendState, on: bool, verdict: u32) -> Vec<(log::Level, String)> {
+    logged(state, on, move |dp, _| send(dp, 40000, verdict))
 }
 
 #[test]
 fn a_drop_is_logged_with_its_reason_only_when_logging_is_on() -> Result<()> {
     // No instance with a weight: dropped for `no_instance`.
-    let (action, records) = run(fixture::headend("cams", 0, 0), true);
-    assert_eq!(action, XDP_DROP);
+    let records = run(fixture::headend("cams", 0, 0), true, XDP_DROP);
     let reason = DropReason::NoInstance as u32;
     assert_eq!(records, [(log::Level::Info, format!("headend drop reason={reason}"))]);
 
-    let (action, records) = run(fixture::headend("cams", 0, 0), false);
-    assert_eq!(action, XDP_DROP);
+    let records = run(fixture::headend("cams", 0, 0), false, XDP_DROP);
     assert_eq!(records, []);
     Ok(())
 }
@@ -71,12 +94,48 @@ fn a_drop_is_logged_with_its_reason_only_when_logging_is_on() -> Result<()> {
 #[test]
 fn a_new_pin_is_logged_with_service_and_instance_only_when_logging_is_on() -> Result<()> {
     // All weight on the edge instance (slot 0) of service slot 0.
-    let (action, records) = run(fixture::headend("cams", 1, 0), true);
-    assert_eq!(action, XDP_REDIRECT);
+    let records = run(fixture::headend("cams", 1, 0), true, XDP_REDIRECT);
     assert_eq!(records, [(log::Level::Debug, "affinity pin service=0 instance=0".to_string())]);
 
-    let (action, records) = run(fixture::headend("cams", 1, 0), false);
-    assert_eq!(action, XDP_REDIRECT);
+    let records = run(fixture::headend("cams", 1, 0), false, XDP_REDIRECT);
+    assert_eq!(records, []);
+    Ok(())
+}
+
+/// `fixture::headend_with_failover`: new flows pick edge1-a (slot 0), whose alternate path
+/// goes through the core (an unresolved neighbour: to the stack) and whose backup is edge1-b
+/// (slot 2, on the edge: redirected).
+#[test]
+fn failover_decisions_are_logged_with_their_slots_only_when_logging_is_on() -> Result<()> {
+    let scenario = |dp: &mut Dataplane, health: &mut HealthMap| {
+        // Primary path down: the alternate.
+        health.set(0, HEALTH_PRIMARY_DOWN)?;
+        send(dp, 41000, XDP_PASS)?;
+        // Both paths down: re-pinned to the backup, whose next packet is a plain hit.
+        health.set(0, DOWN)?;
+        send(dp, 41001, XDP_REDIRECT)?;
+        send(dp, 41001, XDP_REDIRECT)?;
+        // The backup down too: the primary path anyway.
+        health.set(2, DOWN)?;
+        send(dp, 41002, XDP_REDIRECT)?;
+        Ok(())
+    };
+    let info = |m: &str| (log::Level::Info, m.to_string());
+    let pin = (log::Level::Debug, "affinity pin service=0 instance=0".to_string());
+    let records = logged(fixture::headend_with_failover("cams"), true, scenario);
+    assert_eq!(
+        records,
+        [
+            pin.clone(),
+            info("failover alternate instance=0"),
+            pin.clone(),
+            info("failover repinned instance=0 backup=2"),
+            pin,
+            info("failover unavailable instance=0"),
+        ]
+    );
+
+    let records = logged(fixture::headend_with_failover("cams"), false, scenario);
     assert_eq!(records, []);
     Ok(())
 }
