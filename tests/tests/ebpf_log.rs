@@ -27,7 +27,8 @@ const DOWN: u32 = HEALTH_PRIMARY_DOWN | HEALTH_ALTERNATE_DOWN;
 /// The `log` target of every record (what `RUST_LOG` filters on).
 const TARGET: &str = "cats_dataplane::log";
 
-/// A `log` logger keeping every record's level and message.
+/// A `log` logger keeping the level and message of every record of [`TARGET`]; others (aya's
+/// own, to the global logger) are not ours.
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<(log::Level, String)>>>);
 
@@ -37,8 +38,9 @@ impl log::Log for Capture {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        assert_eq!(record.target(), TARGET);
-        self.0.lock().unwrap().push((record.level(), record.args().to_string()));
+        if record.target() == TARGET {
+            self.0.lock().unwrap().push((record.level(), record.args().to_string()));
+        }
     }
 
     fn flush(&self) {}
@@ -137,5 +139,29 @@ fn failover_decisions_are_logged_with_their_slots_only_when_logging_is_on() -> R
 
     let records = logged(fixture::headend_with_failover("cams"), false, scenario);
     assert_eq!(records, []);
+    Ok(())
+}
+
+/// What `catsd --ebpf-log` does: `Dataplane::forward_log` hands the records to the process's
+/// `log` logger from a thread of its own.
+#[test]
+fn forwarded_records_reach_the_global_logger() -> Result<()> {
+    static GLOBAL: std::sync::LazyLock<Capture> = std::sync::LazyLock::new(Capture::default);
+    log::set_logger(&*GLOBAL).unwrap();
+    log::set_max_level(log::LevelFilter::Trace);
+    let r = router().unwrap();
+    netns::run_in(&r.ns.path(), move || {
+        let mut dp = Dataplane::load_logging(None, 1024, true)?;
+        dp.apply_headend(&fixture::headend("cams", 0, 0))?;
+        dp.forward_log("test")?;
+        send(&mut dp, 40000, XDP_DROP)
+    })?;
+    let expected =
+        (log::Level::Info, format!("headend drop reason={}", DropReason::NoInstance as u32));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while GLOBAL.0.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(*GLOBAL.0.lock().unwrap(), [expected]);
     Ok(())
 }
