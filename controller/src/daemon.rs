@@ -49,6 +49,8 @@ pub struct DaemonConfig {
     pub api_socket: Option<PathBuf>,
     /// Where to serve `GET /metrics` (Prometheus), if anywhere ([`crate::metrics_endpoint`]).
     pub metrics_listen: Option<SocketAddr>,
+    /// Load the XDP programs with their aya-log events on (`--ebpf-log`).
+    pub ebpf_log: bool,
 }
 
 /// How the controller reaches the agents.

@@ -7,7 +7,7 @@ use cats_common::{
 };
 
 use crate::{
-    counters,
+    counters, log,
     maps::{FAILOVER, HEALTH, TARGETS},
 };
 
@@ -57,6 +57,7 @@ pub fn resolve(slot: u32) -> Choice {
     if let Some(failover) = FAILOVER.get(slot) {
         if failover.alternate.segment_count > 0 && health & HEALTH_ALTERNATE_DOWN == 0 {
             counters::event(Event::FailoverAlternate);
+            log::failover_alternate(slot);
             return Choice::alternate(slot);
         }
         let backup = failover.backup_slot;
@@ -64,10 +65,12 @@ pub fn resolve(slot: u32) -> Choice {
             && let Some(choice) = usable(backup)
         {
             counters::event(Event::FailoverRepinned);
+            log::failover_repinned(slot, choice.slot());
             return choice;
         }
     }
     counters::event(Event::FailoverUnavailable);
+    log::failover_unavailable(slot);
     Choice::primary(slot)
 }
 

@@ -198,6 +198,7 @@ fn pin(key: &FlowKey, hash: u32, service: &ServiceEntry) -> Result<u32, DropReas
     if slot == NO_INSTANCE {
         return Err(DropReason::NoInstance);
     }
+    crate::log::pinned(service.slot, slot);
     if let Some(entry) = existing {
         // An expired or orphaned pin is re-pinned in place: the key stays, nothing is added.
         // SAFETY: as above.

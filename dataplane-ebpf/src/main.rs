@@ -13,6 +13,7 @@ mod failover;
 mod forward;
 mod headend;
 mod headers;
+mod log;
 mod maps;
 mod packet;
 mod srv6;
@@ -25,6 +26,7 @@ pub fn cats_headend(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);
+            log::headend_drop(reason as u32);
             xdp_action::XDP_DROP
         }
     }
@@ -36,6 +38,7 @@ pub fn cats_endpoint(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(reason) => {
             counters::drop(reason);
+            log::endpoint_drop(reason as u32);
             xdp_action::XDP_DROP
         }
     }

@@ -126,6 +126,7 @@ pub fn daemon_config(
         api_socket: Some(lab_api_socket(run_dir)),
         // Any free port: `catsctl status` (or the API's /v1/status) says which.
         metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+        ebpf_log: false,
     }
 }
 

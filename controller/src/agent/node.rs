@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub registry: Option<PathBuf>,
     /// Told after every apply (a remote agent reports at once instead of at its next read).
     pub applied: Option<Arc<tokio::sync::Notify>>,
+    /// Load the XDP programs with their aya-log events on and forward them to the log
+    /// (`--ebpf-log`).
+    pub ebpf_log: bool,
 }
 
 /// What an agent last did, for status output.
@@ -86,8 +89,12 @@ fn run(config: &AgentConfig, mut desired: Watch, status: &SharedStatus) -> Resul
         // The affinity table's size is set when the maps are made: wait for the first state.
         let Some(first) = first_state(&mut desired).await else { return Ok(()) };
         let size = first.headend.as_ref().map_or(AFFINITY_TABLE_SIZE, |h| h.affinity_table_size);
-        let mut dataplane = Dataplane::load_sized(Some(&config.pins), size)
+        let mut dataplane = Dataplane::load_logging(Some(&config.pins), size, config.ebpf_log)
             .with_context(|| format!("loading the dataplane of {}", config.node))?;
+        if config.ebpf_log {
+            dataplane.forward_log(&config.node)?;
+            info!(node = %config.node, "eBPF log events on");
+        }
         let in_force = dataplane.affinity_table_size()?;
         if in_force != size {
             warn!(

@@ -50,6 +50,8 @@ pub struct RemoteAgentConfig {
     /// Where this node's instances write their reports.
     pub metrics_dir: Option<PathBuf>,
     pub registry: Option<PathBuf>,
+    /// Load the XDP programs with their aya-log events on (`--ebpf-log`).
+    pub ebpf_log: bool,
 }
 
 pub async fn run(config: RemoteAgentConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -71,6 +73,7 @@ pub async fn run(config: RemoteAgentConfig, shutdown: impl Future<Output = ()>) 
             pins: pins.clone(),
             registry: config.registry.clone(),
             applied: Some(applied.clone()),
+            ebpf_log: config.ebpf_log,
         },
         state_rx,
         status.clone(),

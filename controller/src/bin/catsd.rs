@@ -82,6 +82,11 @@ enum Command {
         /// The name this controller campaigns under [default: hostname-pid].
         #[arg(long, requires = "endpoints")]
         name: Option<String>,
+        /// Load the XDP programs with their aya-log events on (drops, failover decisions,
+        /// new affinity pins), logged with target `cats_dataplane`. Programs pinned by an
+        /// earlier run keep the setting they were loaded with until replaced.
+        #[arg(long)]
+        ebpf_log: bool,
     },
     /// Run one node's agent, following its desired state in etcd.
     Agent {
@@ -99,6 +104,9 @@ enum Command {
         metrics_dir: Option<PathBuf>,
         #[arg(long, default_value = registry::DEFAULT_REGISTRY_DIR)]
         registry: PathBuf,
+        /// Load the XDP programs with their aya-log events on (see `catsd run --ebpf-log`).
+        #[arg(long)]
+        ebpf_log: bool,
     },
     /// Validate an intent directory; errors name file, line and field.
     Validate { dir: PathBuf },
@@ -270,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             api_socket,
             no_api,
             metrics_listen,
+            ebpf_log,
         } => {
             let store = match etcd.config() {
                 Some(etcd) => {
@@ -295,11 +304,12 @@ fn run(cli: Cli) -> Result<()> {
                 store,
                 api_socket: (!no_api).then_some(api_socket),
                 metrics_listen,
+                ebpf_log,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(config, shutdown_signal()))
         }
-        Command::Agent { node, etcd, netns_prefix, bpffs, metrics_dir, registry } => {
+        Command::Agent { node, etcd, netns_prefix, bpffs, metrics_dir, registry, ebpf_log } => {
             let etcd = etcd.config().context("`catsd agent` needs --etcd")?;
             let config = RemoteAgentConfig {
                 node,
@@ -308,6 +318,7 @@ fn run(cli: Cli) -> Result<()> {
                 bpffs,
                 metrics_dir,
                 registry: Some(registry),
+                ebpf_log,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(cats_controller::agent::remote::run(config, shutdown_signal()))

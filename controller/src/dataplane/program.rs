@@ -4,7 +4,10 @@
 //! `<pins>/links/<interface>`. A restarted agent reopens the same maps (flow pins survive) and
 //! swaps the program behind each pinned link atomically, so traffic never stops.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -68,19 +71,41 @@ impl Dataplane {
     /// pinned by an earlier run is reopened whatever its size (its pins are live flows):
     /// [`Dataplane::affinity_table_size`] tells the size in force.
     pub fn load_sized(pins: Option<&Path>, affinity_entries: u32) -> Result<Self> {
-        Self::load_with(pins, affinity_entries, &[PROG_HEADEND, PROG_ENDPOINT, PROG_PASS])
+        Self::load_logging(pins, affinity_entries, false)
+    }
+
+    /// [`Dataplane::load_sized`], with the programs' aya-log events on (`ebpf_log`) or off.
+    /// The level is fixed at load time: the verifier removes disabled events, so a program
+    /// loaded without them costs what it did before they existed, and a program loaded (and
+    /// pinned) by an earlier run keeps the setting it was loaded with. Records reach the
+    /// `log` crate once [`Dataplane::forward_log`] runs.
+    pub fn load_logging(
+        pins: Option<&Path>,
+        affinity_entries: u32,
+        ebpf_log: bool,
+    ) -> Result<Self> {
+        Self::load_with(pins, affinity_entries, &[PROG_HEADEND, PROG_ENDPOINT, PROG_PASS], ebpf_log)
     }
 
     /// [`Dataplane::load`], verifying only `programs`: the CNI plugin attaches the headend
     /// alone, and each program verified costs time on every pod start. Maps it has to create
     /// (before the node's agent did) get the default sizes.
     pub fn load_only(pins: Option<&Path>, programs: &[&str]) -> Result<Self> {
-        Self::load_with(pins, AFFINITY_TABLE_SIZE, programs)
+        Self::load_with(pins, AFFINITY_TABLE_SIZE, programs, false)
     }
 
-    fn load_with(pins: Option<&Path>, affinity_entries: u32, programs: &[&str]) -> Result<Self> {
+    fn load_with(
+        pins: Option<&Path>,
+        affinity_entries: u32,
+        programs: &[&str],
+        ebpf_log: bool,
+    ) -> Result<Self> {
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(MAP_AFFINITY, affinity_entries);
+        // aya-log-ebpf's level defaults to everything on: off unless asked for (see
+        // dataplane-ebpf/src/log.rs). `must_exist`: an object without it would log regardless.
+        let level: u8 = if ebpf_log { aya_log::Level::Debug as u8 } else { 0 };
+        loader.override_global(aya_log::LEVEL, &level, true);
         let map_paths: Vec<(&str, PathBuf)> = match pins {
             Some(dir) => {
                 let maps = dir.join("maps");
@@ -103,6 +128,26 @@ impl Dataplane {
             prog.load().with_context(|| format!("verifier rejected {name}"))?;
         }
         Ok(Self { ebpf, pins: pins.map(Path::to_path_buf) })
+    }
+
+    /// Forwards the programs' aya-log records to the `log` crate (`catsd` bridges it into
+    /// `tracing`) from a thread of its own, for the life of the process. Takes the `AYA_LOGS`
+    /// ring buffer out of the object: call it once, after [`Dataplane::load_logging`] with
+    /// `ebpf_log`.
+    pub fn forward_log(&mut self, node: &str) -> Result<()> {
+        let mut logger = aya_log::EbpfLogger::init(&mut self.ebpf)
+            .context("opening the AYA_LOGS ring buffer")?;
+        std::thread::Builder::new().name(format!("ebpf-log:{node}")).spawn(move || {
+            loop {
+                let mut fd =
+                    libc::pollfd { fd: logger.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for the duration of the call; a failed poll only
+                // means an early flush.
+                unsafe { libc::poll(&mut fd, 1, 1000) };
+                logger.flush();
+            }
+        })?;
+        Ok(())
     }
 
     pub fn ebpf(&self) -> &Ebpf {

@@ -52,6 +52,7 @@ impl LocalNodes {
                 pins: paths::node_pins(&config.bpffs, scope, node),
                 registry: config.registry.clone(),
                 applied: None,
+                ebpf_log: config.ebpf_log,
             };
             let status: SharedStatus = Arc::new(Mutex::new(AgentStatus::default()));
             node::spawn(agent, store.watch(node), status.clone())?;
