@@ -377,6 +377,11 @@ async fn control<N: Nodes>(
         if unpublished {
             unpublished = !publish(&mut nodes, &intent, &compiled).await;
         }
+        // What the nodes were handed is what was just published, not what the poll saw
+        // before: a status whose nodes look applied must not lag the compile it shows.
+        for (node, status) in &mut observed.nodes {
+            status.desired_generation = nodes.desired_generation(node);
+        }
         if let Some(path) = &config.status_file {
             let status = Status {
                 generation,

@@ -260,8 +260,35 @@ impl LabEnv {
         env.lab = Some(lab);
         if options.daemon {
             env.start_daemon_with(selector)?;
+            if options.instances {
+                env.wait_probed_paths_up(Duration::from_secs(10));
+            }
         }
         Ok(env)
+    }
+
+    /// Waits (at most `timeout`) until every path the headends probe has answered: a fresh
+    /// lab may hold its first echoes for a second or more (a neighbour entry waiting for its
+    /// retransmit, agents still verifying programs), and a headend that finds an instance
+    /// unreachable pins new flows to its backup, which is not what a test about steering
+    /// means to see. Returns whether they all answered; a test about health checks itself.
+    pub fn wait_probed_paths_up(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let up = self.daemon().status().is_ok_and(|s| {
+                s["nodes"].as_object().is_some_and(|nodes| {
+                    nodes.values().all(|n| {
+                        n["health"]["paths"].as_array().is_none_or(|paths| {
+                            paths.iter().all(|p| p["up"] == true && p["rtt_ms"].is_number())
+                        })
+                    })
+                })
+            });
+            if up || std::time::Instant::now() > deadline {
+                return up;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -164,8 +164,9 @@ fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
     assert!(error.contains("spec.instances[2].tops"), "{error}");
     assert!(error.contains("spec.requestCosts"), "{error}");
 
-    assert_eq!(status["generation"], before["generation"], "nothing recompiled");
-    // Measurements keep moving the figures; the weights stay.
+    // The running state stays the last good intent's. (The generation may still move: a
+    // measurement can recompile the good intent within the window; on a busy machine it
+    // did. What the bad intent would change, the weights and the steering, must not.)
     let weights = |s: &serde_json::Value| -> Vec<(String, u64)> {
         let ds = s["decisions"].as_array().unwrap().iter().flat_map(|d| d["decisions"].as_array());
         ds.flatten()
@@ -175,7 +176,8 @@ fn a_bad_intent_is_reported_with_file_line_and_field_and_changes_nothing() {
     assert_eq!(weights(&status), weights(&before), "weights unchanged");
     assert_eq!(ask(&flow, 1, 1).unwrap().0, instance, "traffic steered as before");
     let again = env.daemon().wait_applied(Duration::from_secs(5)).unwrap();
-    assert_eq!(again["generation"], before["generation"]);
+    assert_eq!(weights(&again), weights(&before), "weights unchanged once applied");
+    assert!(!again["intent_error"].is_null(), "the bad intent is still reported");
 }
 
 #[test]

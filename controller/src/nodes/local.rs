@@ -93,6 +93,10 @@ impl Nodes for LocalNodes {
         Ok(())
     }
 
+    fn desired_generation(&self, node: &str) -> Option<u64> {
+        self.store.generation(node)
+    }
+
     fn retarget(&mut self, intent: &Intent) {
         self.gatherer.retarget(intent, &self.served);
     }

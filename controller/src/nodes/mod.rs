@@ -75,6 +75,10 @@ pub trait Nodes {
     /// Reads what the nodes measured and did, now.
     fn observe(&mut self, intent: &Intent, compiled: &Compiled) -> Observation;
 
+    /// Generation of the state `node` has been handed (it moves with every publish, so the
+    /// status reads it after publishing, not from the poll's earlier observation).
+    fn desired_generation(&self, node: &str) -> Option<u64>;
+
     /// Why this controller must stop driving the nodes (it lost the lead), if it must.
     fn must_stop(&self) -> Option<String> {
         None

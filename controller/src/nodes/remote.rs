@@ -69,6 +69,10 @@ impl Nodes for RemoteNodes {
         Ok(())
     }
 
+    fn desired_generation(&self, node: &str) -> Option<u64> {
+        self.leadership.generation(node)
+    }
+
     /// The links each node probes travel with its desired state.
     fn retarget(&mut self, _intent: &Intent) {}
 
