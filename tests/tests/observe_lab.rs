@@ -308,12 +308,13 @@ fn catsctl_explains_a_running_lab_in_tables_json_yaml_and_a_picture() {
     let env = LabEnv::start(|_| Ok(())).unwrap();
     let socket = lab_api_socket(&env.run_dir);
 
-    // The edges answer their probes before the tables are taken (a fresh path gets up to a
-    // few seconds).
+    // The edges answer their probes, and the daemon has counted gw's affinity table (it
+    // reads it every 5 s), before the tables are taken.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let rows: Vec<InstanceView> = api(&env, "/v1/instances");
-        if rows.iter().all(|r| r.health == "up") {
+        let counted = env.daemon().status().is_ok_and(|s| s["nodes"]["gw"]["affinity"].is_object());
+        if rows.iter().all(|r| r.health == "up") && counted {
             break;
         }
         assert!(Instant::now() < deadline, "instances never all up: {rows:?}");
