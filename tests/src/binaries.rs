@@ -5,8 +5,9 @@
 
 use std::{
     collections::BTreeMap,
+    fs::File,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
     sync::Mutex,
 };
 
@@ -51,4 +52,49 @@ pub fn catsd() -> PathBuf {
 /// The catsctl binary of this build.
 pub fn catsctl() -> PathBuf {
     built("cats-controller", "catsctl")
+}
+
+/// One of these binaries running as a child process, its stderr in a log file; killed
+/// (SIGKILL, like a crash) when dropped, also on the way out of an error or a panic.
+pub struct Running {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Running {
+    /// Starts `bin` with `args`, logging at `rust_log` into `log`.
+    pub fn start(
+        bin: &Path,
+        args: &[String],
+        rust_log: &str,
+        log: PathBuf,
+    ) -> std::io::Result<Self> {
+        let out = File::create(&log)?;
+        let child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()?;
+        Ok(Running { child, log })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The last `lines` lines of its log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

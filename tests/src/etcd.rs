@@ -102,6 +102,22 @@ impl EtcdServer {
         self.config_with(TlsFiles { ca: self.certs.ca(), cert, key })
     }
 
+    /// `catsd`'s `--etcd`, `--etcd-ca`, `--etcd-cert`, `--etcd-key` for the owner of
+    /// certificate `cert_name`, reaching etcd at `endpoint` (its own, or a relay's).
+    pub fn cli_args(&self, endpoint: &str, cert_name: &str) -> Vec<String> {
+        let dir = self.certs.dir();
+        vec![
+            "--etcd".into(),
+            endpoint.into(),
+            "--etcd-ca".into(),
+            self.certs.ca().display().to_string(),
+            "--etcd-cert".into(),
+            dir.join(format!("{cert_name}.pem")).display().to_string(),
+            "--etcd-key".into(),
+            dir.join(format!("{cert_name}-key.pem")).display().to_string(),
+        ]
+    }
+
     /// Connecting as `client`.
     pub fn config_of(&self, client: &Client) -> EtcdConfig {
         self.config_with(self.certs.tls(client))

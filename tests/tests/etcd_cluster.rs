@@ -9,15 +9,13 @@
 //!   sees it gone, and once back it converges to the state published meanwhile.
 
 use std::{
-    fs::File,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use cats_tests::{
-    binaries,
+    binaries::{self, Running},
     etcd::EtcdServer,
     lab_env::{LabEnv, LabOptions},
     stream::RequestStream,
@@ -29,62 +27,15 @@ fn service() -> SocketAddr {
     "[2001:db8:ca75::1]:7000".parse().unwrap()
 }
 
-/// A catsd process; killed (SIGKILL, like a crash) when dropped.
-struct Catsd {
-    child: Child,
-    log: PathBuf,
+/// A catsd process (killed when dropped).
+fn catsd(args: &[String], log: PathBuf) -> Running {
+    Running::start(&binaries::catsd(), args, "info", log).expect("starting catsd")
 }
 
-impl Catsd {
-    fn start(args: &[String], log: PathBuf) -> Catsd {
-        let out = File::create(&log).unwrap();
-        let child = Command::new(binaries::catsd())
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("starting catsd");
-        Catsd { child, log }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Catsd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Connection arguments for the owner of certificate `cert` (`controller`, `node-<N>`).
-fn etcd_args(etcd: &EtcdServer, endpoint: &str, cert: &str) -> Vec<String> {
-    let dir = etcd.certs().dir();
-    vec![
-        "--etcd".into(),
-        endpoint.into(),
-        "--etcd-ca".into(),
-        etcd.certs().ca().display().to_string(),
-        "--etcd-cert".into(),
-        dir.join(format!("{cert}.pem")).display().to_string(),
-        "--etcd-key".into(),
-        dir.join(format!("{cert}-key.pem")).display().to_string(),
-    ]
-}
-
-fn controller(env: &LabEnv, etcd: &EtcdServer, name: &str) -> (Catsd, PathBuf) {
+fn controller(env: &LabEnv, etcd: &EtcdServer, name: &str) -> (Running, PathBuf) {
     let status = env.run_dir.join(format!("{name}.json"));
     let mut args: Vec<String> = vec!["run".into(), "--name".into(), name.into()];
-    args.extend(etcd_args(etcd, &etcd.endpoint(), "controller"));
+    args.extend(etcd.cli_args(&etcd.endpoint(), "controller"));
     for (flag, value) in [
         ("--intent", env.intent_dir.clone()),
         ("--status-file", status.clone()),
@@ -96,12 +47,12 @@ fn controller(env: &LabEnv, etcd: &EtcdServer, name: &str) -> (Catsd, PathBuf) {
         args.push(value.display().to_string());
     }
     args.extend(["--poll-ms".into(), "200".into()]);
-    (Catsd::start(&args, env.run_dir.join(format!("{name}.log"))), status)
+    (catsd(&args, env.run_dir.join(format!("{name}.log"))), status)
 }
 
-fn agent(env: &LabEnv, etcd: &EtcdServer, endpoint: &str, node: &str) -> Catsd {
+fn agent(env: &LabEnv, etcd: &EtcdServer, endpoint: &str, node: &str) -> Running {
     let mut args: Vec<String> = vec!["agent".into(), "--node".into(), node.into()];
-    args.extend(etcd_args(etcd, endpoint, &format!("node-{node}")));
+    args.extend(etcd.cli_args(endpoint, &format!("node-{node}")));
     args.extend(["--netns-prefix".into(), env.lab().prefix().to_string()]);
     for (flag, value) in [
         ("--bpffs", env.bpffs.clone()),
@@ -111,7 +62,7 @@ fn agent(env: &LabEnv, etcd: &EtcdServer, endpoint: &str, node: &str) -> Catsd {
         args.push(flag.into());
         args.push(value.display().to_string());
     }
-    Catsd::start(&args, env.run_dir.join(format!("agent-{node}.log")))
+    catsd(&args, env.run_dir.join(format!("agent-{node}.log")))
 }
 
 fn status(path: &Path) -> Value {
@@ -122,7 +73,7 @@ fn status(path: &Path) -> Value {
 }
 
 /// Waits until `pred` holds for the status at `path`; fails showing it and `log`'s tail.
-fn wait_for(path: &Path, log: &Catsd, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+fn wait_for(path: &Path, log: &Running, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(path);
@@ -133,7 +84,7 @@ fn wait_for(path: &Path, log: &Catsd, what: &str, pred: impl Fn(&Value) -> bool)
             Instant::now() < deadline,
             "{what} never came. nodes: {}\nlog:\n{}",
             summary(&s),
-            log.log_tail()
+            log.log_tail(30)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

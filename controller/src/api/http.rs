@@ -209,48 +209,45 @@ pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
-/// Serves `listener` until the task is aborted.
-pub async fn serve_unix<H>(listener: tokio::net::UnixListener, handler: H)
-where
-    H: Fn(Request) -> Response + Send + Sync + 'static,
-{
-    let handler = Arc::new(handler);
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_one(stream, handler).await {
-                        debug!(error = %format!("{e:#}"), "API connection");
-                    }
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "API: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+/// A listener whose connections the API server answers: the Unix socket or a TCP port.
+pub trait Listener: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_stream(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn accept_stream(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
     }
 }
 
-/// Serves `listener` until the task is aborted.
-pub async fn serve_tcp<H>(listener: tokio::net::TcpListener, handler: H)
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_stream(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// Serves `listener` until the task is aborted; `what` names it in the logs.
+pub async fn serve<L, H>(listener: L, what: &'static str, handler: H)
 where
+    L: Listener,
     H: Fn(Request) -> Response + Send + Sync + 'static,
 {
     let handler = Arc::new(handler);
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
+        match listener.accept_stream().await {
+            Ok(stream) => {
                 let handler = handler.clone();
                 tokio::spawn(async move {
                     if let Err(e) = serve_one(stream, handler).await {
-                        debug!(error = %format!("{e:#}"), "metrics connection");
+                        debug!(error = %format!("{e:#}"), "{what} connection");
                     }
                 });
             }
             Err(e) => {
-                warn!(error = %e, "metrics endpoint: accept failed");
+                warn!(error = %e, "{what}: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -227,7 +227,7 @@ impl Observers {
         if let Some((addr, listener)) = metrics {
             info!(%addr, "metrics endpoint: GET http://{addr}/metrics");
             let shared = shared.clone();
-            tasks.push(tokio::spawn(http::serve_tcp(listener, move |req| {
+            tasks.push(tokio::spawn(http::serve(listener, "metrics endpoint", move |req| {
                 crate::metrics_endpoint::route(&shared, req)
             })));
         }
@@ -236,7 +236,7 @@ impl Observers {
             let listener = http::bind_unix(path)?;
             info!(socket = %path.display(), "API listening (catsctl --socket {})", path.display());
             let shared = shared.clone();
-            tasks.push(tokio::spawn(http::serve_unix(listener, move |req| {
+            tasks.push(tokio::spawn(http::serve(listener, "API", move |req| {
                 views::route(&shared, req)
             })));
             socket = Some(path.to_path_buf());

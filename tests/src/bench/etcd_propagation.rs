@@ -42,9 +42,8 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -65,6 +64,7 @@ use cats_controller::{
     },
 };
 use cats_tests::{
+    binaries::Running,
     etcd::{ETCD, EtcdServer},
     lab_env::{LabEnv, LabOptions, example_intent_dir},
 };
@@ -463,55 +463,6 @@ struct Real {
     published: Vec<Duration>,
 }
 
-/// A child process, killed when dropped (also on the way out of an error or a panic).
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(catsd: &Path, args: &[String], log: PathBuf) -> Result<Proc> {
-        let out = File::create(&log)?;
-        let child = Command::new(catsd)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {}", catsd.display()))?;
-        Ok(Proc { child, log })
-    }
-
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `--etcd`, `--etcd-ca`, `--etcd-cert`, `--etcd-key` for the owner of certificate `cert`.
-fn etcd_args(etcd: &EtcdServer, cert: &str) -> Vec<String> {
-    let dir = etcd.certs().dir();
-    vec![
-        "--etcd".into(),
-        etcd.endpoint(),
-        "--etcd-ca".into(),
-        etcd.certs().ca().display().to_string(),
-        "--etcd-cert".into(),
-        dir.join(format!("{cert}.pem")).display().to_string(),
-        "--etcd-key".into(),
-        dir.join(format!("{cert}-key.pem")).display().to_string(),
-    ]
-}
-
 /// The example intent with [`EXTRA_INGRESSES`] more ingress nodes, each linked to core.
 fn ten_nodes(dir: &Path) -> Result<()> {
     let path = dir.join("network.yaml");
@@ -639,7 +590,7 @@ fn real_agents(rt: &Runtime, o: &Options, catsd: &Path) -> Result<Real> {
     let seen = spawn_root_watch(rt, etcd.config("root"));
     let run = &env.run_dir;
     let mut args: Vec<String> = vec!["run".into(), "--name".into(), "ctl".into()];
-    args.extend(etcd_args(&etcd, "controller"));
+    args.extend(etcd.cli_args(&etcd.endpoint(), "controller"));
     for (flag, value) in [
         ("--intent", env.intent_dir.clone()),
         ("--status-file", run.join("ctl.json")),
@@ -650,11 +601,12 @@ fn real_agents(rt: &Runtime, o: &Options, catsd: &Path) -> Result<Real> {
     }
     args.extend(["--poll-ms".into(), POLL.as_millis().to_string()]);
     // Declared after `env` and `etcd`: killed before the lab and etcd go.
-    let controller = Proc::start(catsd, &args, run.join("ctl.log"))?;
+    let controller =
+        Running::start(catsd, &args, "warn", run.join("ctl.log")).context("starting catsd")?;
     let mut agents = Vec::new();
     for n in &nodes {
         let mut args: Vec<String> = vec!["agent".into(), "--node".into(), n.clone()];
-        args.extend(etcd_args(&etcd, &format!("node-{n}")));
+        args.extend(etcd.cli_args(&etcd.endpoint(), &format!("node-{n}")));
         args.extend(["--netns-prefix".into(), env.lab().prefix().to_string()]);
         for (flag, value) in [
             ("--bpffs", env.bpffs.clone()),
@@ -663,7 +615,10 @@ fn real_agents(rt: &Runtime, o: &Options, catsd: &Path) -> Result<Real> {
         ] {
             args.extend([flag.to_string(), value.display().to_string()]);
         }
-        agents.push(Proc::start(catsd, &args, run.join(format!("agent-{n}.log")))?);
+        agents.push(
+            Running::start(catsd, &args, "warn", run.join(format!("agent-{n}.log")))
+                .context("starting catsd")?,
+        );
     }
     let converged = |s: &Seen| {
         nodes.iter().all(|n| match s.latest(n) {
@@ -679,11 +634,14 @@ fn real_agents(rt: &Runtime, o: &Options, catsd: &Path) -> Result<Real> {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let agent_logs: Vec<String> =
-                    agents.iter().map(|a: &Proc| a.tail()).filter(|t| !t.is_empty()).collect();
+                let agent_logs: Vec<String> = agents
+                    .iter()
+                    .map(|a: &Running| a.log_tail(15))
+                    .filter(|t| !t.is_empty())
+                    .collect();
                 bail!(
                     "{what}: not within {GIVE_UP:?}\ncontroller log:\n{}\nagent logs:\n{}",
-                    controller.tail(),
+                    controller.log_tail(15),
                     agent_logs.join("\n")
                 );
             }

@@ -18,7 +18,7 @@ use super::{
     agent::{Desired, LEASE_TTL},
     follow::{Change, follow},
 };
-use crate::store::report::NodeReport;
+use crate::store::{keys::Keys, report::NodeReport};
 
 /// etcd's default limit of operations in one transaction is 128.
 const PUTS_PER_TXN: usize = 100;
@@ -171,8 +171,6 @@ pub struct View {
     pub reports: BTreeMap<String, NodeReport>,
     /// Nodes whose agent holds its liveness lease.
     pub alive: BTreeSet<String>,
-    /// Both watches are up.
-    pub connected: bool,
 }
 
 pub type SharedView = Arc<Mutex<View>>;
@@ -180,66 +178,37 @@ pub type SharedView = Arc<Mutex<View>>;
 /// Follows every agent's report and liveness key into a shared [`View`].
 pub fn spawn_view(config: &EtcdConfig) -> SharedView {
     let view: SharedView = Arc::default();
-    let (reports_up, alive_up) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    {
-        let (config, view) = (config.clone(), view.clone());
-        let (mine, other) = (reports_up.clone(), alive_up.clone());
-        tokio::spawn(async move {
-            let prefix = config.keys.report_prefix();
-            let view_up = view.clone();
-            follow(
-                &config,
-                &prefix,
-                true,
-                |change| {
-                    let mut v = view.lock().expect("view lock");
-                    apply_change(&mut v.reports, &config.keys, &prefix, change, |bytes| {
-                        serde_json::from_slice(bytes).ok()
-                    });
-                },
-                |up| {
-                    mine.store(up, Ordering::Relaxed);
-                    view_up.lock().expect("view lock").connected =
-                        up && other.load(Ordering::Relaxed);
-                },
-            )
-            .await
-        });
-    }
-    {
-        let (config, view) = (config.clone(), view.clone());
-        tokio::spawn(async move {
-            let prefix = config.keys.alive_prefix();
-            let view_up = view.clone();
-            follow(
-                &config,
-                &prefix,
-                true,
-                |change| {
-                    let mut v = view.lock().expect("view lock");
-                    let mut alive: BTreeMap<String, ()> =
-                        v.alive.iter().map(|n| (n.clone(), ())).collect();
-                    apply_change(&mut alive, &config.keys, &prefix, change, |_| Some(()));
-                    v.alive = alive.into_keys().collect();
-                },
-                |up| {
-                    alive_up.store(up, Ordering::Relaxed);
-                    view_up.lock().expect("view lock").connected =
-                        up && reports_up.load(Ordering::Relaxed);
-                },
-            )
-            .await
-        });
-    }
+    follow_into(config, config.keys.report_prefix(), &view, |v, keys, prefix, change| {
+        apply_change(&mut v.reports, keys, prefix, change, |b| serde_json::from_slice(b).ok())
+    });
+    follow_into(config, config.keys.alive_prefix(), &view, |v, keys, prefix, change| {
+        let mut alive: BTreeMap<String, ()> = v.alive.iter().map(|n| (n.clone(), ())).collect();
+        apply_change(&mut alive, keys, prefix, change, |_| Some(()));
+        v.alive = alive.into_keys().collect();
+    });
     view
+}
+
+/// Follows every key under `prefix`, handing each change to `apply` with the view locked.
+fn follow_into(
+    config: &EtcdConfig,
+    prefix: String,
+    view: &SharedView,
+    apply: impl Fn(&mut View, &Keys, &str, Change) + Send + Sync + 'static,
+) {
+    let (config, view) = (config.clone(), view.clone());
+    tokio::spawn(async move {
+        let sink =
+            |change| apply(&mut view.lock().expect("view lock"), &config.keys, &prefix, change);
+        follow(&config, &prefix, true, sink, |_| {}).await
+    });
 }
 
 /// Applies one change under `prefix` to a map by node; values that do not decode are left
 /// out (a report from a newer agent must not stop the controller).
 fn apply_change<T>(
     map: &mut BTreeMap<String, T>,
-    keys: &crate::store::keys::Keys,
+    keys: &Keys,
     prefix: &str,
     change: Change,
     decode: impl Fn(&[u8]) -> Option<T>,
