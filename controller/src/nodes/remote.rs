@@ -77,7 +77,8 @@ impl Nodes for RemoteNodes {
     fn retarget(&mut self, _intent: &Intent) {}
 
     fn observe(&mut self, intent: &Intent, _compiled: &Compiled) -> Observation {
-        let view = self.view.lock().expect("view lock").clone();
+        // Read under the lock: the reports of every node are not copied each poll.
+        let view = self.view.lock().expect("view lock");
         let mut snapshots = BTreeMap::new();
         let mut instances = Vec::new();
         let mut ingress_rates: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
